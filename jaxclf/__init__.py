@@ -1,0 +1,1 @@
+"""jaxclf: exact k-nearest neighbours and a linear classifier for CIFAR-10."""
