@@ -11,3 +11,28 @@ from jaxclf.data import (
     resolve_data_dir,
     unflatten,
 )
+from jaxclf.checkpoint import (
+    latest_epoch,
+    read_metadata,
+    restore_checkpoint,
+    restore_params,
+    save_checkpoint,
+)
+from jaxclf.linear import (
+    LinearClassifier,
+    class_templates,
+    cross_entropy_loss,
+    l2_penalty,
+    multiclass_hinge_loss,
+)
+from jaxclf.metrics import accuracy, confusion_matrix, per_class_accuracy
+from jaxclf.training import (
+    TrainState,
+    create_train_state,
+    epoch_key,
+    evaluate,
+    fit,
+    make_optimizer,
+    train_epoch,
+    train_step,
+)
