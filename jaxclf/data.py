@@ -93,7 +93,7 @@ def flatten(images: jax.typing.ArrayLike) -> jax.Array:
     """Reshape images `[N, 32, 32, 3]` into feature rows `[N, 3072]`.
 
     The reshape keeps NHWC order, so feature `(row * 32 + col) * 3 + channel`
-    holds pixel `(row, col)` of that channel. Any image shape works: the
+    contains pixel `(row, col)` of that channel. Any image shape works: the
     trailing three axes become one.
 
     Args:
@@ -135,10 +135,10 @@ def unflatten(
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """Pick the folder that holds CIFAR-10.
+    """Pick the folder that contains CIFAR-10.
 
     The order: the `data_dir` argument, else the environment variable
-    `JAXCLF_DATA_DIR`, else `./data` when it holds a local layout (where
+    `JAXCLF_DATA_DIR`, else `./data` when it contains a local layout (where
     `torchvision.datasets.CIFAR10(root="./data", download=True)` writes),
     else None, which means tfds' default data folder.
 
@@ -182,7 +182,7 @@ def load_cifar10(
        itself (its `manual_dir`) and rejects it unless the checksum matches.
 
     The data folder is `data_dir`, else `$JAXCLF_DATA_DIR`, else `./data` when
-    it holds a local layout, else tfds' default (see `resolve_data_dir`).
+    it contains a local layout, else tfds' default (see `resolve_data_dir`).
 
     Under `tfds.testing.mock_data(num_examples=n)` with no local layout, the
     tfds source yields n random images for train and n for test (the same
@@ -207,7 +207,7 @@ def load_cifar10(
 
     Raises:
         ValueError: `source` or `validation_size` is invalid.
-        DataError: no source holds CIFAR-10, a file is truncated or corrupted,
+        DataError: no source contains CIFAR-10, a file is truncated or corrupted,
             a label is outside 0..9, or tfds rejects an archive.
     """
     if source not in SOURCES:
@@ -253,7 +253,7 @@ def _carve_validation(train: Split, validation_size: int, seed: int) -> tuple[Sp
 def _load_splits(
     root: Path | None, source: str, validation_size: int, seed: int
 ) -> tuple[Split, Split, Split]:
-    """Read train, validation and test from the first source that holds them."""
+    """Read train, validation and test from the first source that contains them."""
     looked_at = []
     local_root = root if root is not None else Path.cwd() / "data"
 
@@ -321,7 +321,7 @@ def _rows_to_images(rows: np.ndarray, images: np.ndarray) -> None:
 class _SplitBuffer:
     """Preallocated train and validation arrays of one split, filled batch by batch.
 
-    Every batch must hold as many images as the first one read, as in the
+    Every batch must contain as many images as the first one read, as in the
     canonical release (10,000 each), so the arrays are sized once. Validation
     images go straight to their place, so carving them out copies nothing.
     """
@@ -362,7 +362,7 @@ class _SplitBuffer:
             self._allocate(count, file_name)
         elif count != self.batch_size:
             raise DataError(
-                f"{file_name} holds {count} images, but {self.first_name} holds "
+                f"{file_name} contains {count} images, but {self.first_name} contains "
                 f"{self.batch_size}; every batch of a split has the same number of "
                 "images, so one of the files is truncated or corrupted: download "
                 "CIFAR-10 again"
@@ -388,7 +388,7 @@ class _SplitBuffer:
         """Return the filled train and validation splits."""
         missing = [name for name in self.batch_names if name not in self.filled]
         if missing:
-            raise DataError(f"{location} lacks {', '.join(missing)}; download CIFAR-10 again")
+            raise DataError(f"{', '.join(missing)} missing from {location}; download CIFAR-10 again")
         return self.train, self.validation
 
 
@@ -397,7 +397,7 @@ def _check_labels(file_name: str, labels: np.ndarray) -> None:
     if invalid.size:
         index = int(invalid[0])
         raise DataError(
-            f"{file_name} holds label {int(labels[index])} at position {index} "
+            f"{file_name} contains label {int(labels[index])} at position {index} "
             f"({invalid.size} invalid in all); CIFAR-10 labels are 0..9, so the "
             "file is corrupted or not CIFAR-10"
         )
@@ -452,7 +452,7 @@ def _decode_python(file_name: str, file: BinaryIO, size: int) -> tuple[np.ndarra
         ) from None
 
     if not isinstance(batch, dict):
-        raise DataError(f"{file_name} holds a {type(batch).__name__}, expected a dict batch")
+        raise DataError(f"{file_name} contains a {type(batch).__name__}, expected a dict")
     rows = _get_key(batch, "data", file_name)
     labels = _get_key(batch, "labels", file_name)
 
@@ -460,12 +460,12 @@ def _decode_python(file_name: str, file: BinaryIO, size: int) -> tuple[np.ndarra
     labels = np.asarray(labels)
     if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != NUM_FEATURES:
         raise DataError(
-            f"{file_name} holds data of dtype {rows.dtype} and shape {rows.shape}, "
+            f"{file_name} contains data of dtype {rows.dtype} and shape {rows.shape}, "
             f"expected uint8 [n, {NUM_FEATURES}]"
         )
     if labels.shape != (len(rows),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
-            f"{file_name} holds {labels.shape} labels of dtype {labels.dtype} "
+            f"{file_name} contains {labels.shape} labels of dtype {labels.dtype} "
             f"for {len(rows)} images, expected one integer label per image"
         )
     return rows, labels
@@ -510,17 +510,17 @@ def _read_local(
     train_names = tuple(name + layout.batch_suffix for name in _TRAIN_BATCHES)
     train = _SplitBuffer(train_names, validation_size, seed)
     test = _SplitBuffer((_TEST_BATCH + layout.batch_suffix,))
-    wanted = {name: train for name in train.batch_names} | {test.batch_names[0]: test}
+    buffers = {name: train for name in train.batch_names} | {test.batch_names[0]: test}
 
     if location.is_dir():
-        members = _folder_members(location, wanted)
+        members = _folder_members(location, buffers)
     else:
-        members = _archive_members(location, layout, wanted)
+        members = _archive_members(location, layout, buffers)
     try:
         for batch_name, file_name, size, file in members:
             rows, labels = layout.decode(file_name, file, size)
             _check_labels(file_name, labels)
-            wanted[batch_name].put(batch_name, file_name, rows, labels)
+            buffers[batch_name].put(batch_name, file_name, rows, labels)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataError(_archive_error_message(location, error)) from None
 
@@ -528,8 +528,8 @@ def _read_local(
     return *train.finish(location), test_split
 
 
-def _folder_members(folder: Path, wanted: dict) -> Iterator[tuple[str, str, int, BinaryIO]]:
-    for batch_name in wanted:
+def _folder_members(folder: Path, buffers: dict) -> Iterator[tuple[str, str, int, BinaryIO]]:
+    for batch_name in buffers:
         path = folder / batch_name
         if not path.is_file():
             raise DataError(f"{path} is missing; download CIFAR-10 again")
@@ -538,9 +538,9 @@ def _folder_members(folder: Path, wanted: dict) -> Iterator[tuple[str, str, int,
 
 
 def _archive_members(
-    archive: Path, layout: _Layout, wanted: dict
+    archive: Path, layout: _Layout, buffers: dict
 ) -> Iterator[tuple[str, str, int, BinaryIO]]:
-    """Yield the wanted batches of a tar.gz in archive order, in one pass.
+    """Yield the batches named in `buffers` from a tar.gz, in archive order, in one pass.
 
     Each member is read whole here, so that a truncated archive fails with a
     tar or gzip error, not inside the batch decoder.
@@ -548,7 +548,7 @@ def _archive_members(
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
             folder, _, batch_name = member.name.rpartition("/")
-            if Path(folder).name != layout.folder or batch_name not in wanted:
+            if Path(folder).name != layout.folder or batch_name not in buffers:
                 continue
             if not member.isfile():
                 raise DataError(f"{member.name} in {archive} is not a regular file")
@@ -569,15 +569,15 @@ def _archive_error_message(archive: Path, error: Exception) -> str:
 
 
 class _TfdsUnavailableError(Exception):
-    """tfds holds no prepared cifar10 and could not download it; the message says where."""
+    """tfds has no prepared cifar10 and could not download it; the message names the folder."""
 
 
 def _load_tfds(root: Path | None) -> tuple[Split, Split]:
     """Load train and test through tfds `cifar10`, preparing it first if needed.
 
-    With a data folder, tfds prepares into it and takes the canonical
-    `cifar-10-binary.tar.gz` from it (its `manual_dir`) instead of
-    downloading; tfds verifies the archive's checksum either way.
+    With a data folder, tfds prepares the data set into that folder. It also
+    uses the folder as its `manual_dir`, so a canonical `cifar-10-binary.tar.gz`
+    there replaces the download. tfds verifies the archive's checksum either way.
 
     NOTE: offline, tfds 4.9.10 retries the download 10 times with backoff,
     which took 3.5 minutes here, before the error that lists the places
