@@ -17,12 +17,20 @@ A two-axis mesh such as `jax.make_mesh((2, 4), (QUERY_AXIS, DATA_AXIS))`
 splits both at once. Training splits its batches over every axis of the mesh.
 """
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 QUERY_AXIS = "queries"
+
+# Index of a masked or missing neighbour; its key is `knn._sentinel`, above
+# every real key, so a merge by key, then index, ranks it last.
+_INDEX_SENTINEL = np.iinfo(np.int32).max
 
 
 def make_mesh(
@@ -134,3 +142,234 @@ def shard_batch(tree, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
     """Place a full copy of every array of `tree` (parameters, a train state) on each device."""
     return jax.device_put(tree, replicated_sharding(mesh))
+
+
+# ----------------------------------------------------------------------------
+# kNN over a mesh: the database split over the data axes, the queries over
+# QUERY_AXIS, and a database on the host streamed to the devices in chunks.
+
+
+def sharded_nearest_neighbors(
+    queries: jax.typing.ArrayLike,
+    database: jax.typing.ArrayLike,
+    *,
+    k: int,
+    metric: str,
+    mesh: Mesh | None,
+    memory_budget_bytes: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Search on every device of `mesh`; the `mesh=` path of `jaxclf.nearest_neighbors`.
+
+    Every device searches its block of the database (rows split over the
+    mesh axes other than `QUERY_AXIS`) for its block of the queries (split
+    over `QUERY_AXIS`) with the single-device search, keeping its local top-k
+    with global indices. One all-gather over the database axes and a sort by
+    key, then index, merge them into the global top-k. The database is padded
+    to a multiple of its device count and padded rows are masked, so they
+    never win. The result is identical, bit for bit, to the single-device
+    search, ties included, because both rank the same exact keys by the same
+    rule.
+
+    A `np.memmap` database is never copied whole to the devices: it is read
+    in chunks of about `memory_budget_bytes`, each searched (over `mesh`, or
+    on the default device when `mesh` is None) and merged into a running
+    top-k on the devices.
+
+    Arguments are checked by `nearest_neighbors`, which calls this function;
+    `memory_budget_bytes` bounds the distance blocks on each device.
+
+    Returns:
+        `(distances, indices)`, float32 and int32 `[num_queries, k]`, nearest
+        first, replicated on every device of `mesh` so that every process can
+        read them.
+    """
+    from jaxclf import knn
+
+    if isinstance(database, np.memmap):
+        keys, indices = _stream_search_keys(
+            queries, database, k=k, metric=metric, mesh=mesh, memory_budget_bytes=memory_budget_bytes
+        )
+    else:
+        keys, indices = _mesh_search_keys(
+            queries, database, k=k, metric=metric, mesh=mesh, memory_budget_bytes=memory_budget_bytes
+        )
+    return knn._keys_to_distances(keys, metric), indices
+
+
+def _split_axes(mesh: Mesh) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return the mesh axes that split the queries and those that split the database."""
+    query_axes = tuple(name for name in mesh.axis_names if name == QUERY_AXIS)
+    database_axes = tuple(name for name in mesh.axis_names if name != QUERY_AXIS)
+    return query_axes, database_axes
+
+
+def _axes_size(mesh: Mesh, axes: tuple[str, ...]) -> int:
+    return int(np.prod([mesh.shape[name] for name in axes], dtype=np.int64))
+
+
+def _pad_rows(array, num_rows: int):
+    """Append zero rows to reach `num_rows`; NumPy stays on the host, jax.Array on device."""
+    missing = num_rows - array.shape[0]
+    if missing == 0:
+        return array
+    widths = [(0, missing)] + [(0, 0)] * (array.ndim - 1)
+    if isinstance(array, np.ndarray):
+        return np.pad(array, widths)
+    return jnp.pad(array, widths)
+
+
+def _mesh_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes, row_offset=0):
+    """Exact top-k ranking keys and global indices `[num_queries, k]`, searched over `mesh`."""
+    query_axes, database_axes = _split_axes(mesh)
+    num_queries, num_database = queries.shape[0], database.shape[0]
+    query_shards = _axes_size(mesh, query_axes)
+    database_shards = _axes_size(mesh, database_axes)
+
+    padded_queries = _pad_rows(queries, -(-num_queries // query_shards) * query_shards)
+    padded_database = _pad_rows(database, -(-num_database // database_shards) * database_shards)
+    shard_rows = padded_database.shape[0] // database_shards
+    num_padding = padded_database.shape[0] - num_database
+
+    padded_queries = jax.device_put(padded_queries, NamedSharding(mesh, PartitionSpec(query_axes or None)))
+    padded_database = jax.device_put(padded_database, NamedSharding(mesh, PartitionSpec(database_axes or None)))
+
+    keys, indices = _mesh_search_jit(
+        padded_queries,
+        padded_database,
+        jnp.int32(row_offset),
+        k=k,
+        metric=metric,
+        mesh=mesh,
+        num_database=num_database,
+        local_k=min(k + num_padding, shard_rows),
+        memory_budget_bytes=memory_budget_bytes,
+    )
+    return keys[:num_queries], indices[:num_queries]
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("k", "metric", "mesh", "num_database", "local_k", "memory_budget_bytes"),
+)
+def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_database, local_k,
+                     memory_budget_bytes):
+    from jaxclf import knn
+
+    query_axes, database_axes = _split_axes(mesh)
+
+    def search_block(query_block, database_block):
+        # Padding rows, all at the end of the database, can take at most
+        # local_k - k of the local_k places, so the local top-k survives.
+        keys, indices = knn._search_keys(
+            query_block, database_block, k=local_k, metric=metric,
+            memory_budget_bytes=memory_budget_bytes, candidate_pool_size=None,
+        )
+        shard = lax.axis_index(database_axes) if database_axes else jnp.int32(0)
+        indices = indices + shard.astype(jnp.int32) * database_block.shape[0]
+        is_padding = indices >= num_database
+        keys = jnp.where(is_padding, knn._sentinel(keys.dtype), keys)
+        indices = jnp.where(is_padding, _INDEX_SENTINEL, indices)
+
+        if database_axes:
+            keys = lax.all_gather(keys, database_axes, axis=1, tiled=True)
+            indices = lax.all_gather(indices, database_axes, axis=1, tiled=True)
+        keys, indices = lax.sort((keys, indices), dimension=1, num_keys=2)
+        return keys[:, :k], indices[:, :k]
+
+    keys, indices = jax.shard_map(
+        search_block,
+        mesh=mesh,
+        in_specs=(PartitionSpec(query_axes or None), PartitionSpec(database_axes or None)),
+        out_specs=PartitionSpec(query_axes or None),
+        # The single-device search starts its loops from constants, which the
+        # varying-axes check rejects; the merged result is equal on every
+        # database shard, as out_specs promises.
+        check_vma=False,
+    )(queries, database)
+
+    indices = jnp.where(indices == _INDEX_SENTINEL, indices, indices + row_offset)
+    keys = lax.with_sharding_constraint(keys, replicated_sharding(mesh))
+    indices = lax.with_sharding_constraint(indices, replicated_sharding(mesh))
+    return keys, indices
+
+
+def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes):
+    """Search a host `database` (a `np.memmap`) chunk by chunk, merging a running top-k."""
+    from jaxclf import knn
+
+    num_database = database.shape[0]
+    row_bytes = max(1, database[:1].nbytes)
+    chunk_rows = max(1, memory_budget_bytes // row_bytes)
+    if mesh is not None:
+        chunk_rows = -(-chunk_rows // mesh.size) * mesh.size
+
+    if mesh is None:
+        queries = jnp.asarray(queries)
+
+    best = None
+    for start in range(0, num_database, chunk_rows):
+        chunk = np.asarray(database[start : start + chunk_rows])
+        chunk_k = min(k, chunk.shape[0])
+
+        if mesh is None:
+            keys, indices = knn._search_keys(
+                queries, jnp.asarray(chunk), k=chunk_k, metric=metric,
+                memory_budget_bytes=memory_budget_bytes, candidate_pool_size=None,
+            )
+            indices = indices + jnp.int32(start)
+        else:
+            keys, indices = _mesh_search_keys(
+                queries, chunk, k=chunk_k, metric=metric, mesh=mesh,
+                memory_budget_bytes=memory_budget_bytes, row_offset=start,
+            )
+        keys, indices = _pad_top_k(keys, indices, k)
+
+        best = (keys, indices) if best is None else knn._merge_top_k(*best, keys, indices, k=k)
+    return best
+
+
+def _pad_top_k(keys: jax.Array, indices: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """Widen a top-k list to `k` columns with entries that every merge ranks last."""
+    from jaxclf import knn
+
+    missing = k - keys.shape[1]
+    if missing == 0:
+        return keys, indices
+    shape = (keys.shape[0], missing)
+    keys = jnp.concatenate([keys, jnp.full(shape, knn._sentinel(keys.dtype))], axis=1)
+    indices = jnp.concatenate([indices, jnp.full(shape, _INDEX_SENTINEL, jnp.int32)], axis=1)
+    return keys, indices
+
+
+# ----------------------------------------------------------------------------
+# Data-parallel training: batches split along the batch axis over every mesh
+# axis, parameters and optimiser state replicated. jax.jit partitions the one
+# compiled step from these shardings and adds the all-reduce of the gradients.
+
+
+def constrain_batch(tree, mesh: Mesh | None):
+    """Inside `jax.jit`, split each array of `tree` along its batch axis over `mesh`.
+
+    Returns `tree` unchanged when `mesh` is None, so a jitted step takes one
+    code path for one device and for many.
+    """
+    if mesh is None:
+        return tree
+    return lax.with_sharding_constraint(tree, batch_sharding(mesh))
+
+
+def place_data_parallel(state, batch, mesh: Mesh):
+    """Replicate `state` and split `batch` along its batch axis over `mesh`.
+
+    Args:
+        state: a train state or any pytree of parameters.
+        batch: a pytree of arrays `[batch_size, ...]`, e.g. `(images, labels)`.
+        mesh: the mesh to train on.
+
+    Returns:
+        `(state, batch)` placed on the mesh.
+
+    Raises:
+        ValueError: if the batch size is not divisible by `mesh.size`.
+    """
+    return replicate(state, mesh), shard_batch(batch, mesh)

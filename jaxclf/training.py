@@ -26,6 +26,7 @@ import optax
 from flax.training import train_state
 from jax import lax
 
+from jaxclf import sharding
 from jaxclf.checkpoint import latest_epoch, restore_checkpoint, save_checkpoint
 from jaxclf.linear import LOSSES, check_images, check_labels, l2_penalty
 
@@ -115,6 +116,7 @@ def train_step(
     loss: str = "cross_entropy",
     l2: float = 0.0,
     mask: jax.Array | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Take one SGD step on one batch (compiled with `jax.jit`).
 
@@ -125,6 +127,10 @@ def train_step(
         loss: `"cross_entropy"` or `"hinge"`.
         l2: strength of the `l2 * l2_penalty(params)` term added to the loss.
         mask: optional `[batch]`, 1 for real examples and 0 for padding.
+        mesh: a device mesh for data-parallel training (see
+            `jaxclf.sharding`): the batch is split over its devices and the
+            state replicated. The batch size must be divisible by the number
+            of devices. `None` trains on the default device.
 
     Returns:
         `(new_state, metrics)`, where metrics holds the batch's mean data
@@ -141,6 +147,8 @@ def train_step(
         mask = jnp.ones((num_examples,), jnp.float32)
     elif getattr(mask, "shape", None) != (num_examples,):
         raise ValueError(f"mask must have shape ({num_examples},), got {getattr(mask, 'shape', None)}")
+    if mesh is not None:
+        state, (images, labels, mask) = sharding.place_data_parallel(state, (images, labels, mask), mesh)
 
     state, sums = _train_step_jit(state, images, labels, mask, loss=loss, l2=float(l2))
     count = sums["count"]
@@ -156,6 +164,7 @@ def train_epoch(
     batch_size: int = 64,
     loss: str = "cross_entropy",
     l2: float = 0.0,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Train one epoch over a fresh permutation of the data, in one compiled call.
 
@@ -176,6 +185,11 @@ def train_epoch(
         batch_size: examples per step, > 0.
         loss: `"cross_entropy"` or `"hinge"`.
         l2: strength of the L2 penalty on the kernel.
+        mesh: a device mesh for data-parallel training (see
+            `jaxclf.sharding`): every batch is split over its devices, which
+            each hold a copy of the data and the state. `batch_size` must be
+            divisible by the number of devices. `None` trains on the default
+            device.
 
     Returns:
         `(new_state, metrics)`: `"loss"`, the mean data loss over the epoch's
@@ -189,9 +203,12 @@ def train_epoch(
     num_examples = _check_batch(images, labels, state)
     _check_positive_int("batch_size", batch_size)
     _check_loss_options(loss, l2)
+    if mesh is not None:
+        sharding.check_batch_divisible(batch_size, mesh)
+        state, images, labels = sharding.replicate((state, images, labels), mesh)
 
     state, sums = _train_epoch_jit(
-        state, images, labels, key, batch_size=int(batch_size), loss=loss, l2=float(l2)
+        state, images, labels, key, batch_size=int(batch_size), loss=loss, l2=float(l2), mesh=mesh
     )
     return state, {
         "loss": sums["loss_sum"] / num_examples,
@@ -274,6 +291,7 @@ def fit(
     resume: bool = False,
     config: dict[str, Any] | None = None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """Train for `epochs` epochs, checkpointing after each, optionally resuming.
 
@@ -300,6 +318,8 @@ def fit(
             options and so on), saved with each checkpoint and compared on
             resume; `seed`, `batch_size`, `loss` and `l2` are added to it.
         on_epoch_end: called with each epoch's record, e.g. to log it.
+        mesh: a device mesh for data-parallel training, as in `train_epoch`;
+            the training images are copied to each of its devices once.
 
     Returns:
         `(state, history)`; history has one record per epoch since the
@@ -317,6 +337,8 @@ def fit(
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     _check_loss_options(loss, l2)
+    if mesh is not None:
+        sharding.check_batch_divisible(batch_size, mesh)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
     run_config = {**(config or {}), "seed": seed, "batch_size": batch_size, "loss": loss, "l2": l2}
@@ -336,12 +358,15 @@ def fit(
 
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     _check_batch(images, labels, state)
+    if mesh is not None:
+        images, labels = sharding.replicate((images, labels), mesh)
     if validation is not None:
         validation = (jnp.asarray(validation[0]), jnp.asarray(validation[1]))
 
     for epoch in range(start_epoch, epochs):
         state, metrics = train_epoch(
-            state, images, labels, epoch_key(seed, epoch), batch_size=batch_size, loss=loss, l2=l2
+            state, images, labels, epoch_key(seed, epoch), batch_size=batch_size, loss=loss, l2=l2,
+            mesh=mesh,
         )
         record = {
             "epoch": epoch + 1,
@@ -409,8 +434,8 @@ def _train_step_jit(state, images, labels, mask, *, loss, l2):
     return _apply_batch(state, images, labels, mask.astype(jnp.float32), loss, l2)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "loss", "l2"))
-def _train_epoch_jit(state, images, labels, key, *, batch_size, loss, l2):
+@functools.partial(jax.jit, static_argnames=("batch_size", "loss", "l2", "mesh"))
+def _train_epoch_jit(state, images, labels, key, *, batch_size, loss, l2, mesh):
     num_examples = images.shape[0]
     num_batches = -(-num_examples // batch_size)
     padding = num_batches * batch_size - num_examples
@@ -424,7 +449,10 @@ def _train_epoch_jit(state, images, labels, key, *, batch_size, loss, l2):
     def step(carry, batch):
         state, totals = carry
         indices, mask = batch
-        state, sums = _apply_batch(state, images[indices], labels[indices], mask, loss, l2)
+        batch_images, batch_labels, mask = sharding.constrain_batch(
+            (images[indices], labels[indices], mask), mesh
+        )
+        state, sums = _apply_batch(state, batch_images, batch_labels, mask, loss, l2)
         totals = {name: totals[name] + sums[name] for name in totals}
         return (state, totals), None
 

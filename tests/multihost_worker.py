@@ -2,18 +2,26 @@
 
 Usage: python multihost_worker.py PORT PROCESS_ID NUM_PROCESSES LOCAL_DEVICES
 
-Every process joins the coordinator at 127.0.0.1:PORT, builds one mesh over
-the devices of all processes and computes two cross-process results on the
-same seeded inputs: a `psum` of each device's position in the mesh (1 to
-the device count) and a kNN search
-with the database split over every device. Process 0 prints them as one JSON
-line starting with `RESULT `; the test compares them with NumPy.
+Every process joins the coordinator at 127.0.0.1:PORT and builds one mesh
+over the devices of all processes. On it they compute a `psum` of each
+device's position in the mesh (1 to the device count) and a kNN search of
+`knn_inputs()` with the database split over every device. Process 0 prints
+both as one JSON line starting with `RESULT `.
 """
 
 import json
 import sys
 
 import jax
+import numpy as np
+
+
+def knn_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """Seeded uint8 queries `[9, 12]` and database `[203, 12]` with tied distances."""
+    rng = np.random.default_rng(5)
+    database = rng.integers(0, 4, size=(203, 12), dtype=np.uint8)
+    queries = rng.integers(0, 4, size=(9, 12), dtype=np.uint8)
+    return queries, database
 
 
 def main() -> None:
@@ -29,10 +37,9 @@ def main() -> None:
     )
 
     import jax.numpy as jnp
-    import numpy as np
     from jax.sharding import PartitionSpec
 
-    from jaxclf import sharding
+    from jaxclf import knn, sharding
 
     mesh = sharding.make_mesh()
 
@@ -50,11 +57,16 @@ def main() -> None:
         )
     )(zeros)
 
+    queries, database = knn_inputs()
+    distances, indices = knn.nearest_neighbors(queries, database, k=60, metric="l1", mesh=mesh)
+
     result = {
         "mesh": sharding.describe_mesh(mesh),
         "process_count": jax.process_count(),
         "device_count": jax.device_count(),
         "position_sum": int(position_sum.addressable_data(0)[0]),
+        "distances": np.asarray(distances.addressable_data(0)).tolist(),
+        "indices": np.asarray(indices.addressable_data(0)).tolist(),
     }
     if process_id == 0:
         print("RESULT " + json.dumps(result), flush=True)

@@ -1,4 +1,9 @@
-"""Tests for jaxclf.sharding: mesh helpers and two processes over loopback."""
+"""Tests for jaxclf.sharding: mesh helpers, host streaming, two processes, several devices.
+
+The sharded checks need several devices, and XLA fixes the CPU device count
+when JAX starts, so they live in sharding_device_checks.py and run here in
+fresh interpreters under `--xla_force_host_platform_device_count`.
+"""
 
 import json
 import os
@@ -11,7 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxclf import sharding
+from jaxclf import knn, sharding
+from multihost_worker import knn_inputs
+from sharding_device_checks import float64_brute_force
 
 TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent
@@ -123,3 +130,59 @@ def test_two_processes_over_loopback():
     assert result["process_count"] == 2
     assert result["device_count"] == 4
     assert result["position_sum"] == 1 + 2 + 3 + 4, "psum over both processes is wrong"
+    queries, database = knn_inputs()
+    expected_distances, expected_indices = float64_brute_force(queries, database, k=60, metric="l1")
+    np.testing.assert_array_equal(result["indices"], expected_indices)
+    np.testing.assert_array_equal(result["distances"], expected_distances)
+
+
+@pytest.mark.parametrize("num_devices", [4, 8])
+def test_sharded_checks_on_simulated_devices(num_devices):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    command = [
+        sys.executable, "-m", "pytest", str(TESTS_DIR / "sharding_device_checks.py"),
+        "-q", "-p", "no:cacheprovider",
+    ]
+
+    completed = subprocess.run(
+        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+    assert completed.returncode == 0, (
+        f"sharded checks failed on {num_devices} devices:\n{completed.stdout}\n{completed.stderr}"
+    )
+    assert "skipped" not in completed.stdout, f"sharded checks were skipped:\n{completed.stdout}"
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+def test_memmap_database_streams_in_chunks(tmp_path, monkeypatch, metric):
+    rng = np.random.default_rng(4)
+    database = rng.integers(0, 4, size=(203, 4, 4, 3), dtype=np.uint8)
+    queries = rng.integers(0, 4, size=(21, 4, 4, 3), dtype=np.uint8)
+    np.save(tmp_path / "database.npy", database)
+    database_memmap = np.load(tmp_path / "database.npy", mmap_mode="r")
+
+    streamed_chunks = []
+    original_search = knn._search_keys
+
+    def recording_search(queries, database, **options):
+        streamed_chunks.append(database.shape[0])
+        return original_search(queries, database, **options)
+
+    monkeypatch.setattr(knn, "_search_keys", recording_search)
+    # 48 bytes per row, so chunks of 40 rows: fewer than k, and a partial last one.
+    distances, indices = knn.nearest_neighbors(
+        queries, database_memmap, k=45, metric=metric, memory_budget_bytes=40 * 48
+    )
+    monkeypatch.undo()
+    expected = knn.nearest_neighbors(queries, database, k=45, metric=metric)
+
+    assert streamed_chunks == [40, 40, 40, 40, 40, 3], "the memmap was not searched chunk by chunk"
+    np.testing.assert_array_equal(np.asarray(indices), np.asarray(expected[1]))
+    np.testing.assert_array_equal(np.asarray(distances), np.asarray(expected[0]))
+    reference_distances, reference_indices = float64_brute_force(queries, database, k=45, metric=metric)
+    np.testing.assert_array_equal(np.asarray(indices), reference_indices)
