@@ -157,7 +157,8 @@ def _restore_arrays(directory: Path, epoch: int) -> dict[str, Any]:
 
 
 def _reader(directory: Path) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def _list_epochs(directory: Path) -> list[int]:
@@ -197,8 +198,9 @@ def _check_matches(saved: Any, template: Any, where: Path, prefix: str = "") -> 
             "same model and optimiser settings that wrote it"
         )
 
-    for path, template_leaf in template_leaves.items():
-        saved_leaf = saved_leaves[path]
+    # Parameters first: a wrong kernel shape is the clearest sign of another model.
+    for path in sorted(template_leaves, key=lambda name: (not name.startswith("params"), name)):
+        template_leaf, saved_leaf = template_leaves[path], saved_leaves[path]
         saved_shape, template_shape = np.shape(saved_leaf), np.shape(template_leaf)
         if saved_shape != template_shape:
             raise ValueError(
