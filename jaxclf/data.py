@@ -191,7 +191,10 @@ def load_cifar10(
     The validation split takes the training examples at
     `numpy.random.default_rng(seed).permutation(num_train)[:validation_size]`,
     in that order; train keeps the others in file order. The same seed and
-    files give the same split on every call.
+    files give the same split on every call. tfds stores the examples in its
+    own shuffled order, so the tfds source and the local layouts yield the
+    same images in a different order, and the same seed picks different
+    validation images from them.
 
     Args:
         data_dir: folder holding CIFAR-10; see above for the default.
@@ -206,7 +209,7 @@ def load_cifar10(
         validation and 10,000 test images for the real data set.
 
     Raises:
-        ValueError: `source` or `validation_size` is invalid.
+        ValueError: `source`, `validation_size` or `seed` is invalid.
         DataError: no source contains CIFAR-10, a file is truncated or corrupted,
             a label is outside 0..9, or tfds rejects an archive.
     """
@@ -216,12 +219,15 @@ def load_cifar10(
         raise ValueError(f"validation_size must be an int, got {validation_size!r}")
     if validation_size < 0:
         raise ValueError(f"validation_size must be 0 or more, got {validation_size}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int of 0 or more, got {seed!r}")
 
     root = resolve_data_dir(data_dir)
     if root is not None and not root.is_dir():
+        origin = "data_dir" if data_dir is not None else DATA_DIR_ENV
         raise DataError(
-            f"data folder {root} does not exist or is not a folder; fix the path, "
-            f"or create the folder to let tfds download CIFAR-10 into it"
+            f"data folder {root} (from {origin}) does not exist or is not a folder; "
+            "fix the path, or create the folder to let tfds download CIFAR-10 into it"
         )
 
     train, validation, test = _load_splits(root, source, int(validation_size), seed)
@@ -310,8 +316,9 @@ def _find_local(data_dir: Path, layout: _Layout) -> Path | None:
 def _rows_to_images(rows: np.ndarray, images: np.ndarray) -> None:
     """Copy channel-major rows [n, 3072] into HWC images [n, 32, 32, 3].
 
-    One strided copy per channel is about 4x faster than copying the whole
-    `[n, 3, 32, 32] -> [n, 32, 32, 3]` transpose at once.
+    One strided copy per channel ran about 4x faster (NumPy 2.4, 10,000
+    images) than copying the whole `[n, 3, 32, 32] -> [n, 32, 32, 3]`
+    transpose at once.
     """
     pixels = images.reshape(len(images), 32 * 32, 3)
     for channel in range(3):

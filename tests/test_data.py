@@ -308,9 +308,23 @@ def test_unknown_source(tmp_path):
         data.load_cifar10(tmp_path, source="torchvision")
 
 
-def test_missing_data_dir(tmp_path):
-    with pytest.raises(data.DataError, match="does-not-exist does not exist"):
-        data.load_cifar10(tmp_path / "does-not-exist")
+def test_invalid_seed(tmp_path):
+    write_binary(tmp_path, make_dataset())
+
+    for seed in (-1, 1.5, None):
+        with pytest.raises(ValueError, match=f"seed must be an int of 0 or more, got {seed}"):
+            data.load_cifar10(tmp_path, validation_size=1, seed=seed)
+
+
+def test_missing_data_dir(tmp_path, monkeypatch):
+    missing = tmp_path / "does-not-exist"
+
+    with pytest.raises(data.DataError, match="does-not-exist \\(from data_dir\\) does not exist"):
+        data.load_cifar10(missing)
+
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(missing))
+    with pytest.raises(data.DataError, match="does-not-exist \\(from JAXCLF_DATA_DIR\\) does not"):
+        data.load_cifar10()
 
 
 def test_no_data_anywhere_offline(tmp_path):
@@ -473,6 +487,36 @@ def test_tfds_manual_archive_checksum(tmp_path):
     assert str(archive) in str(raised.value)
     assert "source='binary'" in str(raised.value)
     assert raised.value.__cause__ is None
+
+
+def test_tfds_prepares_manual_archive(tmp_path, monkeypatch):
+    """tfds prepares cifar10 from a manual_dir archive and yields the same examples."""
+    from tensorflow_datasets.core.download import download_manager
+
+    dataset = make_dataset()
+    folder = write_binary(tmp_path, dataset)
+    (folder / "batches.meta.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
+    archive = to_archive(folder)
+    # The tiny archive cannot match the canonical checksum, so skip the check.
+    monkeypatch.setattr(
+        download_manager.DownloadManager, "_register_or_validate_checksums",
+        lambda self, **kwargs: None,
+    )
+
+    prepared = data.load_cifar10(tmp_path, source="tfds", validation_size=0)
+    archive.unlink()
+    reloaded = data.load_cifar10(tmp_path, source="tfds", validation_size=4)
+
+    def examples(split):
+        return sorted(zip((image.tobytes() for image in split.images), split.labels.tolist()))
+
+    (train_images, train_labels), (test_images, test_labels) = dataset
+    assert prepared.train.images.dtype == np.uint8
+    assert prepared.train.labels.dtype == np.int32
+    assert examples(prepared.train) == examples(data.Split(train_images, train_labels))
+    assert examples(prepared.test) == examples(data.Split(test_images, test_labels))
+    assert len(reloaded.train.labels) == NUM_TRAIN - 4
+    assert examples(reloaded.test) == examples(prepared.test)
 
 
 # normalize, flatten and unflatten.
