@@ -614,7 +614,7 @@ def _load_tfds(root: Path | None) -> tuple[Split, Split]:
             "this copy without verification with source='binary'"
         ) from None
     except (OSError, tfds.download.DownloadError) as error:
-        place = data_dir or "tfds' default data folder"
+        place = data_dir or tfds.core.constants.DATA_DIR
         raise _TfdsUnavailableError(
             f"tfds cifar10 in {place}: not prepared, and the download failed "
             f"({type(error).__name__}: {error})"
