@@ -18,6 +18,15 @@ from jaxclf.checkpoint import (
     restore_params,
     save_checkpoint,
 )
+from jaxclf.knn import (
+    DEFAULT_MEMORY_BUDGET_BYTES,
+    METRICS,
+    nearest_neighbors,
+    pairwise_distances,
+    predict,
+    predict_proba,
+    vote,
+)
 from jaxclf.linear import (
     LinearClassifier,
     class_templates,
