@@ -197,7 +197,8 @@ def load_cifar10(
     validation images from them.
 
     Args:
-        data_dir: folder holding CIFAR-10; see above for the default.
+        data_dir: folder that contains a layout above, or a layout folder
+            such as `cifar-10-batches-py/` itself; see above for the default.
         source: one of `"auto"`, `"python"`, `"binary"`, `"tfds"`.
         validation_size: number of training images moved into `validation`;
             0 leaves `validation` empty.
@@ -303,7 +304,12 @@ def _not_found_message(looked_at: list[str | Path]) -> str:
 
 
 def _find_local(data_dir: Path, layout: _Layout) -> Path | None:
-    """Return the layout's folder or archive inside `data_dir`, if present."""
+    """Return the layout's folder or archive inside `data_dir`, if present.
+
+    `data_dir` may also be the layout's folder itself.
+    """
+    if data_dir.name == layout.folder and data_dir.is_dir():
+        return data_dir
     folder = data_dir / layout.folder
     if folder.is_dir():
         return folder

@@ -226,6 +226,14 @@ def test_folder_preferred_over_archive(tmp_path):
     assert_dataset_equal(data.load_cifar10(tmp_path, validation_size=0), folder_data)
 
 
+@pytest.mark.parametrize("source", ["python", "binary"])
+def test_data_dir_is_layout_folder(tmp_path, source):
+    dataset = make_dataset()
+    folder = write_layout(tmp_path, source, "python2", False, dataset)
+
+    assert_dataset_equal(data.load_cifar10(folder, validation_size=0), dataset)
+
+
 def test_data_dir_resolution_order(tmp_path, monkeypatch):
     argument, from_env, working = (tmp_path / name for name in ("argument", "env", "cwd"))
     datasets = {}
