@@ -35,6 +35,13 @@ from jaxclf.linear import (
     multiclass_hinge_loss,
 )
 from jaxclf.metrics import accuracy, confusion_matrix, per_class_accuracy
+from jaxclf.model_selection import (
+    CrossValidationResult,
+    accuracy_for_each_k,
+    cross_validate,
+    kfold_indices,
+    validation_split,
+)
 from jaxclf.training import (
     TrainState,
     create_train_state,

@@ -137,3 +137,68 @@ def plot_training_curves(history: Sequence[dict[str, float]]) -> Figure:
     loss_axis.set_title("Loss per epoch")
     accuracy_axis.set_title("Accuracy per epoch")
     return figure
+
+
+def plot_cross_validation(
+    ks: Sequence[int], mean: Any, std: Any, metrics: Sequence[str]
+) -> Figure:
+    """Draw cross-validated accuracy against k, one line per metric, error bars of one std.
+
+    Args:
+        ks: the values of k.
+        mean: `[num_metrics, num_ks]` mean accuracy over folds (a fraction).
+        std: `[num_metrics, num_ks]` standard deviation over folds.
+        metrics: one name per row of `mean`.
+
+    Returns:
+        The figure.
+    """
+    mean, std = np.asarray(mean), np.asarray(std)
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axis = figure.subplots()
+    for row, metric in enumerate(metrics):
+        axis.errorbar(ks, mean[row], yerr=std[row], marker="o", capsize=3, label=metric)
+    axis.set_xlabel("k (neighbours)")
+    axis.set_ylabel("cross-validation accuracy")
+    axis.set_title("Cross-validation on k (error bars: one standard deviation over folds)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return figure
+
+
+def plot_nearest_neighbors(
+    query_images: Any,
+    neighbor_images: Any,
+    *,
+    query_titles: Sequence[str] | None = None,
+    neighbor_titles: Sequence[Sequence[str]] | None = None,
+) -> Figure:
+    """Draw each query image in the first column and its nearest training images beside it.
+
+    Args:
+        query_images: uint8 `[num_queries, height, width, channels]`.
+        neighbor_images: uint8 `[num_queries, k, height, width, channels]`,
+            nearest first.
+        query_titles: optional title per query, e.g. its class.
+        neighbor_titles: optional `[num_queries][k]` titles, e.g. classes.
+
+    Returns:
+        The figure, `num_queries` rows by `k + 1` columns.
+    """
+    query_images, neighbor_images = np.asarray(query_images), np.asarray(neighbor_images)
+    num_queries, k = neighbor_images.shape[:2]
+    figure = Figure(figsize=(1.3 * (k + 1), 1.4 * num_queries), layout="constrained")
+    axes = figure.subplots(num_queries, k + 1, squeeze=False)
+
+    for row in range(num_queries):
+        axes[row, 0].imshow(query_images[row], interpolation="nearest")
+        if query_titles is not None:
+            axes[row, 0].set_title(f"test: {query_titles[row]}", fontsize=7)
+        for column in range(k):
+            axes[row, column + 1].imshow(neighbor_images[row, column], interpolation="nearest")
+            if neighbor_titles is not None:
+                axes[row, column + 1].set_title(neighbor_titles[row][column], fontsize=7)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    figure.suptitle("Test images (left) and their nearest training images, nearest first")
+    return figure
