@@ -1,6 +1,6 @@
 """Save and restore a train state with orbax, one checkpoint per epoch.
 
-A checkpoint folder holds one subfolder per saved epoch (`<directory>/<epoch>/`,
+A checkpoint folder contains one subfolder per saved epoch (`<directory>/<epoch>/`,
 orbax's step numbering) with two items: `state`, the train state's arrays
 (step, params and optimiser state), and `metadata`, a JSON object with the
 epoch, the run's configuration and its metric history. Saving is
@@ -141,7 +141,7 @@ def restore_params(
     directory, epoch = _resolve(directory, epoch)
     saved = _restore_arrays(directory, epoch)
     if "params" not in saved:
-        raise ValueError(f"checkpoint {directory / str(epoch)} holds no 'params' entry")
+        raise ValueError(f"checkpoint {directory / str(epoch)} contains no 'params' entry")
     template = serialization.to_state_dict(params)
     _check_matches(saved["params"], template, directory / str(epoch), prefix="params")
     restored = serialization.from_state_dict(params, saved["params"])

@@ -35,7 +35,7 @@ class LinearClassifier(nn.Module):
     Attributes:
         num_classes: number of classes, the rows of `kernel`.
         initializer: `"flax"` draws the kernel from LeCun normal (Flax's `Dense`
-            default, variance `1 / features`) and zeros the bias; `"torch"`
+            default, variance `1 / features`) and zeros the bias. `"torch"`
             draws kernel and bias uniformly from `[-1/sqrt(features),
             1/sqrt(features))`, the rule of `torch.nn.Linear`.
 

@@ -33,8 +33,8 @@ from jaxclf.linear import LOSSES, check_images, check_labels, l2_penalty
 TrainState = train_state.TrainState
 
 # Unrolling two batches per loop iteration lets XLA:CPU gather and normalise
-# one batch on the second core while the other batch's matrix products run;
-# it cut the measured epoch by about 10% (docs/benchmarks.md).
+# one batch on a second core while the other batch's matrix products run.
+# On a 2-core CPU this cut the epoch by about 10% (docs/benchmarks.md).
 _SCAN_UNROLL = 2
 
 
@@ -133,7 +133,7 @@ def train_step(
             of devices. `None` trains on the default device.
 
     Returns:
-        `(new_state, metrics)`, where metrics holds the batch's mean data
+        `(new_state, metrics)`, where metrics contains the batch's mean data
         loss `"loss"` (without the L2 term) and `"accuracy"` over the real
         examples, both computed with the parameters before the step.
 
@@ -168,7 +168,7 @@ def train_epoch(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Train one epoch over a fresh permutation of the data, in one compiled call.
 
-    The epoch takes `ceil(N / batch_size)` SGD steps; the last batch holds
+    The epoch takes `ceil(N / batch_size)` SGD steps; the last batch contains
     the remaining `N % batch_size` examples (when not zero) and averages its
     loss over them only. The program compiles once per `(N, image shape,
     batch_size, loss, l2)` and is reused for every later epoch.
@@ -316,7 +316,7 @@ def fit(
         resume: continue from the newest checkpoint in `checkpoint_dir`.
         config: JSON-serialisable settings of the run (learning rate, model
             options and so on), saved with each checkpoint and compared on
-            resume; `seed`, `batch_size`, `loss` and `l2` are added to it.
+            resume. `seed`, `batch_size`, `loss` and `l2` are added to it.
         on_epoch_end: called with each epoch's record, e.g. to log it.
         mesh: a device mesh for data-parallel training, as in `train_epoch`;
             the training images are copied to each of its devices once.

@@ -23,7 +23,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def log_devices(logger: logging.Logger) -> None:
-    """Log the JAX backend and the devices this process sees."""
+    """Log the JAX backend and the devices visible to this process."""
     logger.info("JAX backend: %s", jax.default_backend())
     logger.info("JAX devices: %s", jax.devices())
 

@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> None:
         len(split.labels),
     )
     for name, value, count in zip(class_names, per_class, matrix.sum(axis=1)):
-        shown = "undefined (no examples)" if np.isnan(value) else f"{value:.4f}"
-        logger.info("  %-12s %s over %d images", name, shown, count)
+        accuracy_text = "undefined (no examples)" if np.isnan(value) else f"{value:.4f}"
+        logger.info("  %-12s %s over %d images", name, accuracy_text, count)
 
     write_outputs(Path(args.output_dir), args, metadata, scores, per_class, matrix, class_names)
 

@@ -4,8 +4,8 @@ Row c of the kernel `[num_classes, 3072]` is reshaped to a 32x32 colour
 image (the library's flattening order) and min-max scaled for display, each
 template on its own by default or all on one scale with --shared-scale. A
 template whose weights are all equal is drawn mid-grey. The 2x5 grid,
-titled with the class names, is written to --output as PNG; no display is
-needed unless --show asks for a window.
+titled with the class names, is written to --output as PNG. No display is
+needed unless --show opens a window.
 
 Example:
 

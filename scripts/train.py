@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+    # The lesson's recipe.
     parser.add_argument("--epochs", type=int, default=10, help="total epochs to train (default: 10)")
     parser.add_argument(
         "--batch-size", type=int, default=64, help="examples per SGD step (default: 64)"
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="torch.optim.SGD weight decay, added to the gradient before momentum (default: 0)",
     )
+
+    # Model and loss.
     parser.add_argument(
         "--loss",
         choices=sorted(LOSSES),
@@ -82,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="initial weights: flax (LeCun normal kernel, zero bias) or torch "
         "(nn.Linear's uniform rule) (default: flax)",
     )
+
+    # Randomness and data.
     parser.add_argument(
         "--seed",
         type=int,
@@ -96,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 5000)",
     )
     add_data_arguments(parser)
+
+    # Output.
     parser.add_argument(
         "--output-dir", default="outputs", help="folder for checkpoints, metrics and plots (default: outputs)"
     )
@@ -197,8 +205,8 @@ def test_report(state, data, loss: str) -> dict:
 
     logger.info("test accuracy %.4f, loss %.4f", float(scores["accuracy"]), float(scores["loss"]))
     for name, value, count in zip(data.class_names, per_class, matrix.sum(axis=1)):
-        shown = "undefined (no examples)" if np.isnan(value) else f"{value:.4f}"
-        logger.info("  %-12s %s over %d images", name, shown, count)
+        accuracy_text = "undefined (no examples)" if np.isnan(value) else f"{value:.4f}"
+        logger.info("  %-12s %s over %d images", name, accuracy_text, count)
     return {
         "loss": float(scores["loss"]),
         "accuracy": float(scores["accuracy"]),

@@ -21,7 +21,8 @@ def test_per_class_accuracy_marks_empty_classes_undefined():
 def test_per_class_accuracy_zero_is_not_undefined():
     result = np.asarray(per_class_accuracy([2, 2], [1, 1], num_classes=3))
     assert result[2] == 0.0, "a class always predicted wrong has accuracy 0, not NaN"
-    assert np.isnan(result[0]) and np.isnan(result[1])
+    assert np.isnan(result[0]), "class 0 has no examples"
+    assert np.isnan(result[1]), "class 1 has no examples"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

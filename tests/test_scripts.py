@@ -126,14 +126,16 @@ def test_resumed_script_run_equals_uninterrupted(mock_cifar10, tmp_path):
 def test_train_bad_settings_exit_2(tmp_path, capsys, flags, message):
     assert load_script("train").main(["--output-dir", str(tmp_path)] + flags) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and message in errors[0], errors
+    assert len(errors) == 1, errors
+    assert message in errors[0]
 
 
 @pytest.mark.parametrize("script", ["evaluate", "plot_templates"])
 def test_missing_checkpoint_exits_2(tmp_path, capsys, script):
     assert load_script(script).main(["--checkpoint-dir", str(tmp_path / "none")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "no checkpoint found" in errors[0], errors
+    assert len(errors) == 1, errors
+    assert "no checkpoint found" in errors[0]
 
 
 @pytest.mark.parametrize("script", ["train", "evaluate", "plot_templates"])
