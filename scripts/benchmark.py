@@ -591,6 +591,9 @@ def torch_preloaded_epoch(torch, train_rows, train_labels, initial, seed, compil
         optimizer.step()
 
     if compiled:
+        # A cold compile, as on a first run: without this, inductor reuses
+        # kernels that an earlier run left on disk.
+        torch.compiler.config.force_disable_caches = True
         loss_of = torch.compile(loss_of)
         optimizer_step = torch.compile(optimizer_step)
 
@@ -698,7 +701,7 @@ def run_linear(torch, args, train, test, repeats) -> tuple[dict[str, Any], Any]:
             compile_variant.run = torch_preloaded_epoch(
                 torch, train_rows, train_labels_torch, initial, args.seed, True
             )
-            compile_variant.note = "warm-up includes compiling"
+            compile_variant.note = "warm-up includes compiling, caches off"
         except Exception as error:  # noqa: BLE001 - reported in the table
             compile_variant.skipped = f"failed: {type(error).__name__}: {error}"
     else:
