@@ -966,9 +966,9 @@ def compare_neighbors(variants, train_images, train_labels, test_images, test_la
         f"{len(differing_rows)} neighbour lists and {differing_votes} votes differ",
     ]
 
-    # jaxclf promises exact neighbours, ties to the lower index, so each
-    # differing list must be PyTorch's float32 rounding or its order of equal
-    # distances; an exact search settles up to 20 of them.
+    # jaxclf promises exact neighbours with ties to the lower index. So each
+    # differing list must come from PyTorch's float32 rounding or its order
+    # of equal distances, and an exact search settles up to 20 of them.
     checked = differing_rows[:20]
     jax_exact = torch_exact = torch_tie_order = 0
     for row in checked:

@@ -24,12 +24,12 @@ NUM_CLASSES = 10
 NUM_STEPS = 120
 BATCH_SIZE = 32
 # Relative tolerance of the parity checks. Parameters also need an absolute
-# one: float32 rounding of a gradient sum is relative to the summed terms,
-# not to the result, so a weight near zero built from larger updates differs
-# by a few ulps of the largest weights (up to 4e-8 measured with weights up
-# to 0.15). 1e-7 is about ten such ulps and far below the 2e-4 by which
-# weight decay applied after the momentum, not before it, moves a weight in
-# the mildest case below.
+# one, because float32 rounding of a gradient sum is relative to the summed
+# terms, not to the result. A weight near zero built from larger updates
+# therefore differs by a few ulps of the largest weights: up to 4e-8 was
+# measured, with weights up to 0.15. 1e-7 is about ten such ulps and far
+# below the 2e-4 by which weight decay applied after the momentum, not
+# before it, moves a weight in the mildest case below.
 RTOL = 1e-5
 PARAMS_ATOL = 1e-7
 
