@@ -129,7 +129,9 @@ def nearest_neighbors(
     Args:
         queries: `[num_queries, D]` or images `[num_queries, H, W, C]`, uint8
             or float.
-        database: `[num_database, D]` or images, same feature size.
+        database: `[num_database, D]` or images, same feature size. A
+            `np.memmap` is never copied whole to a device: it is searched in
+            chunks of about `memory_budget_bytes`, with the same result.
         k: neighbours per query, `1 <= k <= num_database`.
         metric: `"l1"`, `"l2"` or `"sqeuclidean"` (squared L2; same neighbours
             as `"l2"`, distances squared).
@@ -149,13 +151,14 @@ def nearest_neighbors(
         ValueError: invalid `k`, metric, shapes, sizes or values, before any
             compilation.
     """
+    stream_from_host = isinstance(database, np.memmap)
     queries, database = _validate_search_inputs(queries, database, metric=metric)
     _validate_k(k, database.shape[0])
     _validate_positive_int("memory_budget_bytes", memory_budget_bytes)
     if candidate_pool_size is not None:
         _validate_positive_int("candidate_pool_size", candidate_pool_size)
 
-    if mesh is not None:
+    if mesh is not None or stream_from_host:
         from jaxclf import sharding
 
         return sharding.sharded_nearest_neighbors(
@@ -165,6 +168,8 @@ def nearest_neighbors(
             metric=metric,
             mesh=mesh,
             memory_budget_bytes=memory_budget_bytes,
+            candidate_pool_size=candidate_pool_size,
+            stream_from_host=stream_from_host,
         )
 
     keys, indices = _search_keys(

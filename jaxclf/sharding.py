@@ -157,6 +157,8 @@ def sharded_nearest_neighbors(
     metric: str,
     mesh: Mesh | None,
     memory_budget_bytes: int,
+    candidate_pool_size: int | None = None,
+    stream_from_host: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Search on every device of `mesh`; the `mesh=` path of `jaxclf.nearest_neighbors`.
 
@@ -170,13 +172,15 @@ def sharded_nearest_neighbors(
     search, ties included, because both rank the same exact keys by the same
     rule.
 
-    A `np.memmap` database is never copied whole to the devices: it is read
-    in chunks of about `memory_budget_bytes`, each searched (over `mesh`, or
-    on the default device when `mesh` is None) and merged into a running
-    top-k on the devices.
+    With `stream_from_host`, the database (a NumPy array on the host, such
+    as a `np.memmap`) is never copied whole to the devices: it is read in
+    chunks of about `memory_budget_bytes`, each searched (over `mesh`, or on
+    the default device when `mesh` is None) and merged into a running top-k
+    on the devices.
 
     Arguments are checked by `nearest_neighbors`, which calls this function;
-    `memory_budget_bytes` bounds the distance blocks on each device.
+    `memory_budget_bytes` bounds the distance blocks on each device and
+    `candidate_pool_size` is passed on to the single-device search.
 
     Returns:
         `(distances, indices)`, float32 and int32 `[num_queries, k]`, nearest
@@ -185,14 +189,14 @@ def sharded_nearest_neighbors(
     """
     from jaxclf import knn
 
-    if isinstance(database, np.memmap):
-        keys, indices = _stream_search_keys(
-            queries, database, k=k, metric=metric, mesh=mesh, memory_budget_bytes=memory_budget_bytes
-        )
+    options = dict(
+        k=k, metric=metric, mesh=mesh, memory_budget_bytes=memory_budget_bytes,
+        candidate_pool_size=candidate_pool_size,
+    )
+    if stream_from_host:
+        keys, indices = _stream_search_keys(queries, database, **options)
     else:
-        keys, indices = _mesh_search_keys(
-            queries, database, k=k, metric=metric, mesh=mesh, memory_budget_bytes=memory_budget_bytes
-        )
+        keys, indices = _mesh_search_keys(queries, database, **options)
     return knn._keys_to_distances(keys, metric), indices
 
 
@@ -218,7 +222,8 @@ def _pad_rows(array, num_rows: int):
     return jnp.pad(array, widths)
 
 
-def _mesh_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes, row_offset=0):
+def _mesh_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes,
+                      candidate_pool_size=None, row_offset=0):
     """Exact top-k ranking keys and global indices `[num_queries, k]`, searched over `mesh`."""
     query_axes, database_axes = _split_axes(mesh)
     num_queries, num_database = queries.shape[0], database.shape[0]
@@ -243,16 +248,20 @@ def _mesh_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes
         num_database=num_database,
         local_k=min(k + num_padding, shard_rows),
         memory_budget_bytes=memory_budget_bytes,
+        candidate_pool_size=candidate_pool_size,
     )
     return keys[:num_queries], indices[:num_queries]
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("k", "metric", "mesh", "num_database", "local_k", "memory_budget_bytes"),
+    static_argnames=(
+        "k", "metric", "mesh", "num_database", "local_k", "memory_budget_bytes",
+        "candidate_pool_size",
+    ),
 )
 def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_database, local_k,
-                     memory_budget_bytes):
+                     memory_budget_bytes, candidate_pool_size):
     from jaxclf import knn
 
     query_axes, database_axes = _split_axes(mesh)
@@ -262,7 +271,7 @@ def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_data
         # local_k - k of the local_k places, so the local top-k survives.
         keys, indices = knn._search_keys(
             query_block, database_block, k=local_k, metric=metric,
-            memory_budget_bytes=memory_budget_bytes, candidate_pool_size=None,
+            memory_budget_bytes=memory_budget_bytes, candidate_pool_size=candidate_pool_size,
         )
         shard = lax.axis_index(database_axes) if database_axes else jnp.int32(0)
         indices = indices + shard.astype(jnp.int32) * database_block.shape[0]
@@ -293,7 +302,8 @@ def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_data
     return keys, indices
 
 
-def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes):
+def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes,
+                        candidate_pool_size=None):
     """Search a host `database` (a `np.memmap`) chunk by chunk, merging a running top-k."""
     from jaxclf import knn
 
@@ -314,13 +324,14 @@ def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_byt
         if mesh is None:
             keys, indices = knn._search_keys(
                 queries, jnp.asarray(chunk), k=chunk_k, metric=metric,
-                memory_budget_bytes=memory_budget_bytes, candidate_pool_size=None,
+                memory_budget_bytes=memory_budget_bytes, candidate_pool_size=candidate_pool_size,
             )
             indices = indices + jnp.int32(start)
         else:
             keys, indices = _mesh_search_keys(
                 queries, chunk, k=chunk_k, metric=metric, mesh=mesh,
-                memory_budget_bytes=memory_budget_bytes, row_offset=start,
+                memory_budget_bytes=memory_budget_bytes, candidate_pool_size=candidate_pool_size,
+                row_offset=start,
             )
         keys, indices = _pad_top_k(keys, indices, k)
 
