@@ -42,6 +42,14 @@ from jaxclf.model_selection import (
     kfold_indices,
     validation_split,
 )
+from jaxclf.sharding import (
+    DATA_AXIS,
+    QUERY_AXIS,
+    describe_mesh,
+    make_mesh,
+    replicate,
+    shard_batch,
+)
 from jaxclf.training import (
     TrainState,
     create_train_state,
