@@ -18,6 +18,7 @@ splits both at once. Training splits its batches over every axis of the mesh.
 """
 
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,16 +35,17 @@ _INDEX_SENTINEL = np.iinfo(np.int32).max
 
 
 def make_mesh(
-    devices: list[jax.Device] | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
     *,
     axis_name: str = DATA_AXIS,
 ) -> Mesh:
     """Build a one-axis mesh over `devices`.
 
     Args:
-        devices: the devices to use, in mesh order. Defaults to `jax.devices()`:
-            every device of every process, which in a single process is every
-            local device.
+        devices: the devices to use, in mesh order, or their number, which
+            takes the first ones of `jax.devices()`. Defaults to
+            `jax.devices()`: every device of every process, which in a single
+            process is every local device.
         axis_name: `DATA_AXIS` to split the data (training batches, the kNN
             database) or `QUERY_AXIS` to split the kNN queries.
 
@@ -52,11 +54,14 @@ def make_mesh(
         `AxisType.Auto`, so `jax.jit` propagates shardings from the inputs.
 
     Raises:
-        ValueError: if `devices` is empty or lists a device twice, or
-            `axis_name` is not a non-empty string.
+        ValueError: if `devices` is empty, lists a device twice or is a
+            number below 1 or above `jax.device_count()`, or `axis_name` is
+            not a non-empty string.
     """
     if devices is None:
         devices = jax.devices()
+    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        devices = _first_devices(int(devices))
     devices = list(devices)
 
     if not devices:
@@ -70,6 +75,24 @@ def make_mesh(
         )
 
     return Mesh(np.array(devices, dtype=object), (axis_name,), axis_types=(AxisType.Auto,))
+
+
+def _first_devices(count: int) -> list[jax.Device]:
+    available = jax.devices()
+    if count < 1:
+        raise ValueError(f"devices must be at least 1, got {count}")
+    if count > len(available):
+        hint = ""
+        if jax.default_backend() == "cpu":
+            hint = (
+                f"; on CPU, simulate {count} devices by setting "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts"
+            )
+        raise ValueError(
+            f"devices={count}, but only {len(available)} {jax.default_backend()} "
+            f"device(s) are available{hint}"
+        )
+    return available[:count]
 
 
 def describe_mesh(mesh: Mesh) -> str:

@@ -53,6 +53,21 @@ def test_make_mesh_rejects_bad_arguments(devices, axis_name, message):
         sharding.make_mesh(devices, axis_name=axis_name)
 
 
+def test_make_mesh_takes_device_count():
+    mesh = sharding.make_mesh(1)
+
+    assert list(mesh.devices.flat) == jax.devices()[:1]
+
+
+@pytest.mark.parametrize(
+    "count, message",
+    [(0, "devices must be at least 1, got 0"), (10_000, "devices=10000, but only")],
+)
+def test_make_mesh_rejects_bad_count(count, message):
+    with pytest.raises(ValueError, match=message):
+        sharding.make_mesh(count)
+
+
 def test_describe_mesh_names_axes_and_processes():
     mesh = sharding.make_mesh(axis_name=sharding.QUERY_AXIS)
 
