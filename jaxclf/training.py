@@ -224,16 +224,19 @@ def evaluate(
     batch_size: int = 1000,
     loss: str = "cross_entropy",
 ) -> dict[str, jax.Array]:
-    """Score the model on a data set in fixed-size batches.
+    """Score the model on a data set in fixed-size batches, in one compiled call.
 
-    Every batch, the last one padded, has `batch_size` examples, so the
-    batch function compiles once per batch size and image shape, whatever N.
+    The data is padded to a whole number of batches and scored batch by
+    batch inside one `jax.jit` program, so memory for the activations stays
+    at one batch. The program compiles once per `(N, image shape,
+    batch_size, loss)`; later calls with the same shapes, such as the
+    validation after every epoch, reuse it.
 
     Args:
         state: a train state (only `params` and `apply_fn` are used).
         images: `[N, height, width, channels]` uint8 pixels or normalised floats.
         labels: `[N]` int class indices.
-        batch_size: examples per compiled call, > 0.
+        batch_size: examples per batch, > 0.
         loss: the loss reported, `"cross_entropy"` or `"hinge"`.
 
     Returns:
@@ -244,36 +247,18 @@ def evaluate(
     Raises:
         ValueError: bad shapes, dtypes, labels, batch size or loss.
     """
-    num_examples = _check_batch(images, labels, state)
+    _check_batch(images, labels, state)
     _check_positive_int("batch_size", batch_size)
     _check_loss_options(loss, 0.0)
-    images, labels = jnp.asarray(images), jnp.asarray(labels)
 
-    logits_batches, loss_batches = [], []
-    for start in range(0, num_examples, batch_size):
-        batch_images = images[start : start + batch_size]
-        batch_labels = labels[start : start + batch_size]
-        padding = batch_size - batch_images.shape[0]
-        if padding:
-            batch_images = _pad_rows(batch_images, padding)
-            batch_labels = _pad_rows(batch_labels, padding)
-
-        batch_logits, batch_losses = _evaluate_batch(
-            state.params, batch_images, batch_labels, apply_fn=state.apply_fn, loss=loss
-        )
-        logits_batches.append(batch_logits)
-        loss_batches.append(batch_losses)
-
-    logits = jnp.concatenate(logits_batches)[:num_examples]
-    per_example_loss = jnp.concatenate(loss_batches)[:num_examples]
-    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    correct = predictions == labels.astype(jnp.int32)
-    return {
-        "loss": jnp.mean(per_example_loss),
-        "accuracy": jnp.mean(correct.astype(jnp.float32)),
-        "predictions": predictions,
-        "logits": logits,
-    }
+    return _evaluate_jit(
+        state.params,
+        jnp.asarray(images),
+        jnp.asarray(labels),
+        apply_fn=state.apply_fn,
+        batch_size=int(batch_size),
+        loss=loss,
+    )
 
 
 def fit(
@@ -464,10 +449,32 @@ def _train_epoch_jit(state, images, labels, key, *, batch_size, loss, l2, mesh):
     return state, totals
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "loss"))
-def _evaluate_batch(params, images, labels, *, apply_fn, loss):
-    logits = apply_fn({"params": params}, images)
-    return logits, LOSSES[loss](logits, labels)
+@functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size", "loss"))
+def _evaluate_jit(params, images, labels, *, apply_fn, batch_size, loss):
+    num_examples = images.shape[0]
+    num_batches = -(-num_examples // batch_size)
+    padding = num_batches * batch_size - num_examples
+    batches = (
+        _pad_rows(images, padding).reshape(num_batches, batch_size, *images.shape[1:]),
+        _pad_rows(labels, padding).reshape(num_batches, batch_size),
+    )
+
+    def score(batch):
+        batch_images, batch_labels = batch
+        logits = apply_fn({"params": params}, batch_images)
+        return logits, LOSSES[loss](logits, batch_labels)
+
+    logits, per_example_loss = lax.map(score, batches)
+    logits = logits.reshape(num_batches * batch_size, -1)[:num_examples]
+    per_example_loss = per_example_loss.reshape(-1)[:num_examples]
+    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    correct = (predictions == labels.astype(jnp.int32)).astype(jnp.float32)
+    return {
+        "loss": jnp.mean(per_example_loss),
+        "accuracy": jnp.mean(correct),
+        "predictions": predictions,
+        "logits": logits,
+    }
 
 
 def _permutation(key: jax.Array, num_examples: int) -> jax.Array:
@@ -479,8 +486,10 @@ def _permutation(key: jax.Array, num_examples: int) -> jax.Array:
 
 
 def _pad_rows(array: jax.Array, padding: int) -> jax.Array:
+    if padding == 0:
+        return array
     widths = [(0, padding)] + [(0, 0)] * (array.ndim - 1)
-    return jnp.pad(jnp.asarray(array), widths)
+    return jnp.pad(array, widths)
 
 
 def _check_batch(images: Any, labels: Any, state: TrainState) -> int:
