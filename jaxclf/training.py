@@ -307,8 +307,8 @@ def fit(
             the training images are copied to each of its devices once.
 
     Returns:
-        `(state, history)`; history has one record per epoch since the
-        start of the run (resumed ones included): `"epoch"` (1-based),
+        `(state, history)`. The history has one record per epoch since the
+        start of the run, resumed epochs included: `"epoch"` (1-based),
         `"train_loss"`, `"train_accuracy"` and, with `validation`,
         `"validation_loss"` and `"validation_accuracy"`.
 
@@ -316,7 +316,7 @@ def fit(
         ValueError: bad arguments, or a resumed checkpoint written with
             other settings.
         FileNotFoundError: `resume` without a checkpoint to resume from.
-        FileExistsError: `checkpoint_dir` already holds checkpoints and
+        FileExistsError: `checkpoint_dir` already contains checkpoints and
             `resume` is False.
     """
     _check_positive_int("epochs", epochs)
@@ -337,7 +337,7 @@ def fit(
         start_epoch = int(metadata["epoch"])
     elif checkpoint_dir is not None and latest_epoch(checkpoint_dir) is not None:
         raise FileExistsError(
-            f"{checkpoint_dir} already holds checkpoints up to epoch "
+            f"{checkpoint_dir} already contains checkpoints up to epoch "
             f"{latest_epoch(checkpoint_dir)}; resume from them or choose another folder"
         )
 

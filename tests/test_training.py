@@ -264,7 +264,7 @@ def test_resume_rejects_other_settings(tmp_path):
     fit(new_state(), images, labels, epochs=1, batch_size=8, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="batch_size: checkpoint 8, this run 16"):
         fit(new_state(), images, labels, epochs=2, batch_size=16, checkpoint_dir=tmp_path, resume=True)
-    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    with pytest.raises(FileExistsError, match="already contains checkpoints"):
         fit(new_state(), images, labels, epochs=2, batch_size=8, checkpoint_dir=tmp_path)
 
 
