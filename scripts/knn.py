@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="neighbours that vote, in evaluate mode (default: 1)")
     parser.add_argument("--metric", choices=METRICS, default="l2",
                         help="distance in evaluate mode (default: l2)")
+
     parser.add_argument("--cross-validate", action="store_true",
                         help="cross-validate --ks and --metrics on the training split instead")
     parser.add_argument("--ks", type=comma_separated(int), default=[1, 3, 5, 8, 10, 12, 15, 20, 50, 100],
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"metrics to cross-validate, from {', '.join(METRICS)} (default: l1,l2)")
     parser.add_argument("--folds", type=int, default=5,
                         help="cross-validation folds (default: 5)")
+
     parser.add_argument("--subset", type=int, default=None,
                         help="keep the first N training and the first N test images "
                         "(default: all 50,000 and 10,000)")
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test images per compiled search call and progress step (default: 1000)")
     parser.add_argument("--memory-budget-mib", type=int, default=256,
                         help="bound on the distance blocks of one search step, in MiB (default: 256)")
+
     parser.add_argument("--grid-rows", type=int, default=8,
                         help="test images shown in neighbors.png (default: 8)")
     parser.add_argument("--grid-neighbors", type=int, default=7,
