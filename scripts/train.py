@@ -37,6 +37,7 @@ from jaxclf.data import load_cifar10  # noqa: E402
 from jaxclf.linear import INITIALIZERS, LOSSES, LinearClassifier  # noqa: E402
 from jaxclf.metrics import confusion_matrix, per_class_accuracy  # noqa: E402
 from jaxclf.plotting import plot_training_curves  # noqa: E402
+from jaxclf.sharding import describe_mesh, make_mesh  # noqa: E402
 from jaxclf.training import create_train_state, evaluate, fit, make_optimizer  # noqa: E402
 
 logger = logging.getLogger("train")
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 5000)",
     )
     add_data_arguments(parser)
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="devices to train on, data-parallel over the first N of jax.devices(); the batch "
+        "size must be divisible by N. On CPU, simulate N devices with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N (default: 1)",
+    )
 
     # Output.
     parser.add_argument(
@@ -132,9 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> None:
     require_positive("epochs", args.epochs)
     require_positive("batch-size", args.batch_size)
+    require_positive("devices", args.devices)
+    mesh = make_mesh(args.devices) if args.devices > 1 else None
+    if mesh is not None:
+        logger.info("data-parallel training on %s", describe_mesh(mesh))
     tx = make_optimizer(args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
     output_dir = Path(args.output_dir)
     checkpoint_dir = (output_dir / "checkpoints").absolute()
+    saved_epoch = latest_epoch(checkpoint_dir)
+    if saved_epoch is not None and not args.resume:
+        raise FileExistsError(
+            f"{checkpoint_dir} already contains checkpoints up to epoch {saved_epoch}; pass "
+            "--resume to continue that run or another --output-dir to start a new one"
+        )
+    done = (saved_epoch or 0) if args.resume else 0
 
     data = load_cifar10(
         args.data_dir, source=args.source, validation_size=args.validation_size, seed=args.seed
@@ -159,7 +179,6 @@ def train(args: argparse.Namespace) -> None:
         "epochs": args.epochs,
     }
 
-    done = (latest_epoch(checkpoint_dir) or 0) if args.resume else 0
     with logging_redirect_tqdm(), tqdm(total=args.epochs, initial=done, unit="epoch") as progress:
         clock = {"start": time.perf_counter()}
 
@@ -188,6 +207,7 @@ def train(args: argparse.Namespace) -> None:
             resume=args.resume,
             config=config,
             on_epoch_end=log_epoch,
+            mesh=mesh,
         )
 
     test_metrics = test_report(state, data, args.loss)
