@@ -1,22 +1,22 @@
 """Exact k-nearest neighbours: distances, streaming top-k search, voting, predict.
 
 Exactness. For uint8 inputs (pixels), distances are computed in int32, which
-represents every L1 or squared L2 distance between rows of up to 32,000 features
-exactly (32,000 x 255^2 < 2^31; uint8 rows with more features are searched as
-float32). The neighbours, their order and the vote are
-therefore identical to a float64 brute-force search: equal distances order by
-lower database index, on every chunk size and memory budget, and uint8
+represents every L1 or squared L2 distance between rows of up to 32,000
+features exactly (32,000 x 255^2 < 2^31). uint8 rows with more features are
+searched as float32. The neighbours, their order and the vote are therefore
+identical to a float64 brute-force search: equal distances order by lower
+database index, on every chunk size and memory budget, and uint8
 subtraction never wraps. Float arrays whose values are all integers in
-`0..255` take the same path (checked on the host; not under `jax.jit`, where
-the values are unknown).
+`0..255` take the same path. That check runs on the host, so it is skipped
+under `jax.jit`, where the values are unknown.
 
 For other float inputs, every distance that decides the ranking is computed
 from float32 direct differences, `sum((q - b)^2)` or `sum(|q - b|)`, never
 from the expansion `|q|^2 + |b|^2 - 2 q.b`, whose cancellation can swap near
-neighbours. Each such value is within a relative `D * 2^-24` of the real
-distance (`D` features), so the result equals a float64 brute-force search
-except where two float64 distances are closer than that; such near-ties order
-by the float32 values, then by lower index.
+neighbours. Each such value is within a relative `(D + 2) * 2^-24` of the
+real distance (`D` features). The result therefore equals a float64
+brute-force search except where two float64 distances are closer than that,
+and such near-ties order by the float32 values, then by lower index.
 
 Speed. L2 searches first pick a pool of candidates per query with a GEMM,
 `|b|^2 - 2 q.b`, in bfloat16 with float32 accumulation for uint8 inputs
@@ -30,8 +30,9 @@ database. L1 has no GEMM form and always runs the exact direct kernel.
 Memory. Both searches stream over the database in chunks inside one
 `jax.jit` program, with a running top-k merge, and chunk the queries, so the
 `[query_chunk, database_chunk]` blocks fit `memory_budget_bytes` whatever
-`num_queries x num_database` is. The converted copies of the inputs
-(bfloat16 database for L2, a transposed copy for L1) come on top.
+`num_queries x num_database` is. On top come copies of the queries
+(bfloat16, or transposed int16 for L1) and the candidate pools, both
+`O(num_queries)`. A uint8 database is never copied whole.
 """
 
 import functools
@@ -137,6 +138,9 @@ def nearest_neighbors(
             as `"l2"`, distances squared).
         memory_budget_bytes: bound on the bytes of the distance blocks of one
             search step; default `DEFAULT_MEMORY_BUDGET_BYTES` (256 MiB).
+            NOTE: blocks never shrink below 8 x 128 scores for L2 or the
+            128 x 512 tile of the direct kernel, so budgets under about
+            256 KiB are exceeded.
         candidate_pool_size: L2 only: candidates per query that the GEMM picks
             for exact re-ranking; default `max(32, 2 * k)`. Smaller pools fail
             the certificate more often, which costs time, never exactness.
@@ -461,16 +465,16 @@ def _merge_top_k(
 def _chunk_top_k(
     queries: jax.Array, database_chunk: jax.Array, chunk_offset, *, k: int, metric: str
 ) -> tuple[jax.Array, jax.Array]:
-    """Exact top-`k` ranking keys of `queries` within one database chunk.
+    """Find the exact top-`k` ranking keys of `queries` within one database chunk.
 
     Args:
         queries: `[num_queries, D]` or images, uint8 or float.
         database_chunk: `[chunk_size, D]` or images, same dtype kind.
         chunk_offset: index of the chunk's first row in the whole database,
             added to the returned indices.
-        k: neighbours to keep; when the chunk has fewer rows, the missing ones
-            get the sentinel key (above every real key) and index
-            `2^31 - 1`, so a merge never prefers them.
+        k: neighbours to keep. When the chunk has fewer rows, the missing ones
+            get the sentinel key, above every real key, and index `2^31 - 1`,
+            so a merge never prefers them.
         metric: `"l1"`, `"l2"` or `"sqeuclidean"`.
 
     Returns:
@@ -600,7 +604,7 @@ def _row_blocks(num_rows: int, block: int) -> tuple[int, jax.Array, jax.Array]:
 
 
 def _direct_search(query_chunks, database, *, k: int, metric: str):
-    """Exact top-k for query chunks `[num_chunks, chunk, D]` against the whole database."""
+    """Find the exact top-k for query chunks `[num_chunks, chunk, D]` in the whole database."""
     num_chunks, chunk, num_features = query_chunks.shape
     num_database = database.shape[0]
     padded_features = _round_up(num_features, _L1_INT16_GROUP)
@@ -642,7 +646,7 @@ def _direct_search(query_chunks, database, *, k: int, metric: str):
 
 
 def _tile_top_k(keys: jax.Array, offset: jax.Array, *, k: int):
-    """Top-k of a block `[rows, columns]` of keys, ties to the lower column."""
+    """Return the top-k of a block `[rows, columns]` of keys, ties to the lower column."""
     negated, columns = lax.top_k(-_as_ordered_float(keys), k)
     return _from_ordered_float(-negated, keys.dtype), columns.astype(jnp.int32) + offset
 
@@ -677,7 +681,7 @@ def _kernel_dtype(dtype, metric: str):
 
 
 def _direct_kernel(queries_t: jax.Array, database_t: jax.Array, metric: str) -> jax.Array:
-    """Exact keys `[query_tile, database_tile]` from transposed tiles `[D, rows]`."""
+    """Compute exact keys `[query_tile, database_tile]` from transposed tiles `[D, rows]`."""
     if metric == "l1" and queries_t.dtype == jnp.int16:
         return _l1_int16_kernel(queries_t, database_t)
 
@@ -735,7 +739,7 @@ def _l2_search(query_chunks, database, *, k, database_chunk, pool_size, rerank_g
 
 
 def _candidate_pools(query_chunks, database, *, database_chunk, pool_size):
-    """The `pool_size` smallest approximate scores `|b|^2 - 2 q.b` per query, ascending.
+    """Collect the `pool_size` smallest approximate scores `|b|^2 - 2 q.b` per query, ascending.
 
     Streams over database chunks (each converted to the GEMM dtype once) and,
     inside, over query chunks, keeping a running pool `[num_chunks, chunk,
@@ -784,7 +788,7 @@ def _candidate_pools(query_chunks, database, *, database_chunk, pool_size):
 
 
 def _rerank(queries, database, pool_indices, *, k, group):
-    """Exact keys of the pool, best `k` by key then index, in groups of queries."""
+    """Re-rank the pool by exact keys, in groups of queries; keep the best `k` by key, then index."""
     num_database = database.shape[0]
     num_queries, pool_size = pool_indices.shape
 
@@ -810,22 +814,20 @@ def _certify(queries, kth_keys, boundary_scores, max_norm, *, num_features,
     """True where no row outside the pool can be nearer than the exact k-th candidate.
 
     Every row outside the pool has approximate score >= `boundary_scores`. The
-    GEMM score error is at most `eps = 2 * (gamma + 3u) * (max|b|^2 + 2 |q| max|b|)`
-    with `u = 2^-24` and `gamma = (D + 2) u / (1 - (D + 2) u)`: the classic bound
-    for a float32-accumulated dot product, `gamma * sum|q_i b_i| <= gamma |q| |b|`
-    (Cauchy-Schwarz), plus roundings of the norm and the subtraction, doubled
-    as margin for the float32 arithmetic of the check itself. bfloat16 inputs
-    are exact for uint8 pixels; float inputs in float32 GEMM add one product
-    rounding, inside `D + 2`.
+    GEMM score error is at most `eps = 2 * (gamma + 3u) * (max|b|^2 + 2 |q| max|b|)`,
+    with `u = 2^-24` and `gamma = (D + 2) u / (1 - (D + 2) u)`. That is the
+    classic bound for a float32-accumulated dot product in any summation
+    order, `gamma * sum|q_i b_i| <= gamma |q| |b|` (Cauchy-Schwarz), plus the
+    roundings of the norm and the subtraction. The factor 2 is margin for the
+    float32 arithmetic of the check itself. uint8 pixels are exact in
+    bfloat16, and float inputs add one rounding per product, inside `D + 2`.
     """
     if pool_covers_database:
         return jnp.ones(queries.shape[0], jnp.bool_)
 
-    terms = num_features + 2
-    gamma = terms * _UNIT_ROUNDOFF / (1.0 - terms * _UNIT_ROUNDOFF)
     query_squared_norms = _squared_norms(queries)
-    query_norms = jnp.sqrt(query_squared_norms.astype(jnp.float32))
-    eps = 2.0 * (gamma + 3.0 * _UNIT_ROUNDOFF) * (max_norm * max_norm + 2.0 * query_norms * max_norm)
+    eps = _score_error_bound(query_squared_norms, max_norm, num_features=num_features)
+    gamma = _gamma(num_features)
 
     if kth_keys.dtype == jnp.int32:
         kth_scores = (kth_keys - query_squared_norms).astype(jnp.float32)
@@ -834,6 +836,18 @@ def _certify(queries, kth_keys, boundary_scores, max_norm, *, num_features,
         kth_scores = kth_keys * (1.0 + 2.0 * gamma) - query_squared_norms * (1.0 - 2.0 * gamma)
 
     return kth_scores < boundary_scores - eps
+
+
+def _gamma(num_features: int) -> float:
+    terms = num_features + 2
+    return terms * _UNIT_ROUNDOFF / (1.0 - terms * _UNIT_ROUNDOFF)
+
+
+def _score_error_bound(query_squared_norms, max_norm, *, num_features: int) -> jax.Array:
+    """Bound `eps` `[num_queries]` on the error of every GEMM score; see `_certify`."""
+    query_norms = jnp.sqrt(query_squared_norms.astype(jnp.float32))
+    scale = max_norm * max_norm + 2.0 * query_norms * max_norm
+    return 2.0 * (_gamma(num_features) + 3.0 * _UNIT_ROUNDOFF) * scale
 
 
 def _exact_fallback(queries, database, keys, indices, certified, *, k):

@@ -349,3 +349,29 @@ def test_full_train_accuracy_on_1000_test_images(real_data_dir, metric, expected
                             k=1, metric=metric)
     correct = int(np.sum(np.asarray(predicted) == cifar.test.labels[:1000]))
     assert correct == expected_correct, f"{metric}: {correct} of 1000 correct"
+
+
+@pytest.mark.parametrize("kind", ["bright pixels", "normal floats"])
+def test_gemm_scores_within_error_bound(kind):
+    rng = np.random.default_rng(5)
+    if kind == "bright pixels":
+        # Large values make the products and the float32 sums largest.
+        queries = rng.integers(200, 256, (16, 3072), dtype=np.uint8)
+        database = rng.integers(200, 256, (600, 3072), dtype=np.uint8)
+    else:
+        queries = rng.standard_normal((16, 3072)).astype(np.float32)
+        database = rng.standard_normal((600, 3072)).astype(np.float32)
+
+    scores, indices = knn._candidate_pools(
+        jnp.asarray(queries)[None], jnp.asarray(database), database_chunk=256, pool_size=600
+    )
+    as_float64 = queries.astype(np.float64), database.astype(np.float64)
+    exact = np.sum(as_float64[1] ** 2, axis=1)[None, :] - 2 * as_float64[0] @ as_float64[1].T
+    exact = np.take_along_axis(exact, np.asarray(indices[0]), axis=1)
+
+    database_norms = knn._squared_norms(jnp.asarray(database))
+    max_norm = jnp.sqrt(jnp.max(database_norms).astype(jnp.float32))
+    eps = knn._score_error_bound(knn._squared_norms(jnp.asarray(queries)), max_norm,
+                                 num_features=3072)
+    error = np.abs(np.asarray(scores[0], np.float64) - exact)
+    assert np.all(error <= np.asarray(eps)[:, None]), f"max error / eps {np.max(error / eps[:, None])}"
