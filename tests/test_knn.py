@@ -256,6 +256,17 @@ def test_vmap_matches_batched_calls(pixel_data):
         np.testing.assert_array_equal(distances, expected_distances)
 
 
+def test_jit_matches_eager(pixel_data):
+    queries, database, labels = pixel_data
+
+    @jax.jit
+    def classify(queries, database, labels):
+        return knn.predict(queries, database, labels, k=5, metric="l1")
+
+    expected = knn.predict(queries, database, labels, k=5, metric="l1")
+    np.testing.assert_array_equal(classify(queries, database, labels), expected)
+
+
 def test_second_call_does_not_recompile(pixel_data):
     queries, database, labels = pixel_data
     knn.predict(queries, database, labels, k=3, metric="l1")
