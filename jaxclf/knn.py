@@ -300,9 +300,11 @@ def _predict_votes(queries, database, database_labels, *, k, metric, num_classes
                    memory_budget_bytes, mesh) -> jax.Array:
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    queries, database = _validate_search_inputs(queries, database, metric=metric)
-    _validate_k(k, database.shape[0])
-    database_labels = _validate_labels(database_labels, database.shape[0], num_classes)
+    # The originals go on to nearest_neighbors, so that a np.memmap database
+    # still streams from the host.
+    _, checked_database = _validate_search_inputs(queries, database, metric=metric)
+    _validate_k(k, checked_database.shape[0])
+    database_labels = _validate_labels(database_labels, checked_database.shape[0], num_classes)
 
     distances, indices = nearest_neighbors(
         queries, database, k=k, metric=metric, memory_budget_bytes=memory_budget_bytes, mesh=mesh
