@@ -105,15 +105,19 @@ def accuracy_for_each_k(
     metric: knn.Metric = "l2",
     num_classes: int = 10,
     memory_budget_bytes: int = knn.DEFAULT_MEMORY_BUDGET_BYTES,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> np.ndarray:
     """Classify `queries` with every k in `ks` from one top-`max(ks)` search.
+
+    `mesh` runs the search on several devices, as in `knn.nearest_neighbors`.
 
     Returns:
         float64 accuracies `[len(ks)]`, in the order of `ks`.
     """
     database_labels = jnp.asarray(database_labels).astype(jnp.int32)
     _, indices = knn.nearest_neighbors(
-        queries, database, k=max(ks), metric=metric, memory_budget_bytes=memory_budget_bytes
+        queries, database, k=max(ks), metric=metric, memory_budget_bytes=memory_budget_bytes,
+        mesh=mesh,
     )
     neighbor_labels = database_labels[indices]
 
@@ -136,6 +140,7 @@ def cross_validate(
     num_classes: int = 10,
     memory_budget_bytes: int = knn.DEFAULT_MEMORY_BUDGET_BYTES,
     progress: Callable[[], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> CrossValidationResult:
     """Cross-validate kNN over every k in `ks` and every metric, with `num_folds` folds.
 
@@ -152,6 +157,8 @@ def cross_validate(
         memory_budget_bytes: see `knn.nearest_neighbors`.
         progress: called with no arguments after each (fold, metric) search,
             for example a tqdm bar's `update`.
+        mesh: a device mesh to run every search on, as in
+            `knn.nearest_neighbors`; the accuracies are the same.
 
     Returns:
         `CrossValidationResult` with accuracies per metric, k and fold.
@@ -169,7 +176,7 @@ def cross_validate(
             fold_accuracies[metric_number, :, fold_number] = accuracy_for_each_k(
                 images[held_out], labels[held_out], images[train], labels[train],
                 ks=ks, metric=metric, num_classes=num_classes,
-                memory_budget_bytes=memory_budget_bytes,
+                memory_budget_bytes=memory_budget_bytes, mesh=mesh,
             )
             if progress is not None:
                 progress()

@@ -39,6 +39,7 @@ from jaxclf.data import CLASS_NAMES, load_cifar10  # noqa: E402
 from jaxclf.knn import METRICS, nearest_neighbors, vote  # noqa: E402
 from jaxclf.model_selection import cross_validate  # noqa: E402
 from jaxclf.plotting import plot_cross_validation, plot_nearest_neighbors  # noqa: E402
+from jaxclf.sharding import DATA_AXIS, QUERY_AXIS, describe_mesh, make_mesh  # noqa: E402
 
 logger = logging.getLogger("knn")
 
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(parser)
     parser.add_argument("--output-dir", default="outputs/knn",
                         help="folder for results.json and the PNG figures (default: outputs/knn)")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="devices to search on, the first N of jax.devices(); on CPU, simulate N "
+                        "with XLA_FLAGS=--xla_force_host_platform_device_count=N (default: 1)")
+    parser.add_argument("--split", choices=["database", "queries"], default="database",
+                        help="with --devices above 1: split the training images (database) or the "
+                        "test images (queries) over the devices; results are identical (default: database)")
     parser.add_argument("--verbose", action="store_true", help="log DEBUG messages too")
     return parser
 
@@ -108,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_devices(logger)
     try:
         check_arguments(args)
+        args.mesh = device_mesh(args)
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         results = cross_validation(args, output_dir) if args.cross_validate else evaluation(
@@ -123,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    for name in ["k", "folds", "query-chunk", "memory-budget-mib", "grid-neighbors"]:
+    for name in ["k", "folds", "query-chunk", "memory-budget-mib", "grid-neighbors", "devices"]:
         require_positive(name, getattr(args, name.replace("-", "_")))
     if args.grid_rows < 0:
         raise ValueError(f"--grid-rows must be 0 or more, got {args.grid_rows}")
@@ -134,6 +142,16 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--metrics must list some of {', '.join(METRICS)}, got {args.metrics}")
     if not args.ks or min(args.ks) < 1:
         raise ValueError(f"--ks must list values of k of 1 or more, got {args.ks}")
+
+
+def device_mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
+    """Build the mesh that --devices and --split ask for, or None for one device."""
+    if args.devices == 1:
+        return None
+    axis_name = QUERY_AXIS if args.split == "queries" else DATA_AXIS
+    mesh = make_mesh(args.devices, axis_name=axis_name)
+    logger.info("searching on %s", describe_mesh(mesh))
+    return mesh
 
 
 def load_splits(args: argparse.Namespace):
@@ -155,7 +173,7 @@ def evaluation(args: argparse.Namespace, output_dir: Path) -> dict:
 
     start = time.perf_counter()
     distances, indices = search_in_chunks(test.images, database, k=search_k, metric=args.metric,
-                                          chunk=args.query_chunk, budget=budget)
+                                          chunk=args.query_chunk, budget=budget, mesh=args.mesh)
     seconds = time.perf_counter() - start
 
     votes = vote(database_labels[indices[:, : args.k]], num_classes=len(CLASS_NAMES))
@@ -173,7 +191,7 @@ def evaluation(args: argparse.Namespace, output_dir: Path) -> dict:
     }  # fmt: skip
 
 
-def search_in_chunks(queries, database, *, k, metric, chunk, budget):
+def search_in_chunks(queries, database, *, k, metric, chunk, budget, mesh):
     """Search `chunk` queries per call, the last chunk padded so nothing recompiles."""
     chunk = min(chunk, len(queries))
     all_distances, all_indices = [], []
@@ -183,7 +201,7 @@ def search_in_chunks(queries, database, *, k, metric, chunk, budget):
         if rows < chunk:
             batch = np.concatenate([batch, np.zeros((chunk - rows, *batch.shape[1:]), batch.dtype)])
         distances, indices = nearest_neighbors(batch, database, k=k, metric=metric,
-                                               memory_budget_bytes=budget)
+                                               memory_budget_bytes=budget, mesh=mesh)
         all_distances.append(np.asarray(distances[:rows]))
         all_indices.append(np.asarray(indices[:rows]))
     return np.concatenate(all_distances), np.concatenate(all_indices)
@@ -209,6 +227,7 @@ def cross_validation(args: argparse.Namespace, output_dir: Path) -> dict:
             train.images, train.labels, ks=args.ks, metrics=args.metrics, num_folds=args.folds,
             key=jax.random.key(args.seed), num_classes=len(CLASS_NAMES),
             memory_budget_bytes=args.memory_budget_mib * 2**20, progress=bar.update,
+            mesh=args.mesh,
         )
 
     for row, metric in enumerate(result.metrics):
