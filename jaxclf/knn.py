@@ -17,6 +17,8 @@ neighbours. Each such value is within a relative `(D + 2) * 2^-24` of the
 real distance (`D` features). The result therefore equals a float64
 brute-force search except where two float64 distances are closer than that,
 and such near-ties order by the float32 values, then by lower index.
+NOTE: values whose squares overflow float32 (magnitudes above about 1e18)
+are not checked for and make the ranking meaningless.
 
 Speed. L2 searches first pick a pool of candidates per query with a GEMM,
 `|b|^2 - 2 q.b`, in bfloat16 with float32 accumulation for uint8 inputs
