@@ -153,6 +153,24 @@ def test_epoch_equals_loop_of_steps():
         )
 
 
+@pytest.mark.parametrize("num_examples", [1, 2, 3, 17, 64, 257, 1000, 50_000])
+def test_shuffle_is_permutation(num_examples):
+    order = np.asarray(training._permutation(jax.random.key(num_examples), num_examples))
+    assert order.dtype == np.int32
+    np.testing.assert_array_equal(np.sort(order), np.arange(num_examples))
+
+
+def test_shuffle_spreads_positions_evenly():
+    # Over 2000 keys, each of 10 examples should land at each position about
+    # 200 times; a binomial count stays within 200 +- 60 with probability
+    # above 1 - 1e-5 per cell.
+    keys = jax.random.split(jax.random.key(0), 2000)
+    orders = np.asarray(jax.jit(jax.vmap(lambda key: training._permutation(key, 10)))(keys))
+    counts = np.stack([np.bincount(orders[:, position], minlength=10) for position in range(10)])
+    assert counts.min() > 140, counts
+    assert counts.max() < 260, counts
+
+
 def test_epoch_shuffle_depends_on_key():
     orders = [np.asarray(training._permutation(epoch_key(0, epoch), 1000)) for epoch in range(2)]
     assert not np.array_equal(orders[0], orders[1])
