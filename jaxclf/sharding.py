@@ -3,8 +3,9 @@
 jaxclf scales with JAX's own sharding: a `jax.sharding.Mesh` names the
 devices, `NamedSharding` places arrays on them, and `jax.jit` or
 `jax.shard_map` compile one program for all of them. The public functions
-that accept `mesh=` (`nearest_neighbors`, `train_step`, `train_epoch`) call
-into this module.
+that accept `mesh=` call into this module: `nearest_neighbors`, `predict`,
+`predict_proba` and `cross_validate` for kNN, and `train_step`,
+`train_epoch` and `fit` for training.
 
 Mesh axes have a meaning by name:
 
@@ -29,7 +30,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 QUERY_AXIS = "queries"
 
-# Index of a masked or missing neighbour; its key is `knn._sentinel`, above
+# Index of a masked or missing neighbour. Its key is `knn._sentinel`, above
 # every real key, so a merge by key, then index, ranks it last.
 _INDEX_SENTINEL = np.iinfo(np.int32).max
 
@@ -196,10 +197,10 @@ def sharded_nearest_neighbors(
     rule.
 
     With `stream_from_host`, the database (a NumPy array on the host, such
-    as a `np.memmap`) is never copied whole to the devices: it is read in
-    chunks of about `memory_budget_bytes`, each searched (over `mesh`, or on
-    the default device when `mesh` is None) and merged into a running top-k
-    on the devices.
+    as a `np.memmap`) is never copied whole to the devices. It is read in
+    chunks of about `memory_budget_bytes`. Each chunk is searched over
+    `mesh`, or on the default device when `mesh` is None, and merged into a
+    running top-k on the devices.
 
     Arguments are checked by `nearest_neighbors`, which calls this function;
     `memory_budget_bytes` bounds the distance blocks on each device and
@@ -235,7 +236,7 @@ def _axes_size(mesh: Mesh, axes: tuple[str, ...]) -> int:
 
 
 def _pad_rows(array, num_rows: int):
-    """Append zero rows to reach `num_rows`; NumPy stays on the host, jax.Array on device."""
+    """Append zero rows to reach `num_rows`, on the host for NumPy input, else on device."""
     missing = num_rows - array.shape[0]
     if missing == 0:
         return array
@@ -290,8 +291,9 @@ def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_data
     query_axes, database_axes = _split_axes(mesh)
 
     def search_block(query_block, database_block):
-        # Padding rows, all at the end of the database, can take at most
-        # local_k - k of the local_k places, so the local top-k survives.
+        # Padding rows sit at the end of the database and number at most
+        # local_k - k, unless local_k covers the whole shard. Either way the
+        # shard's k best real rows are among the local_k rows found here.
         keys, indices = knn._search_keys(
             query_block, database_block, k=local_k, metric=metric,
             memory_budget_bytes=memory_budget_bytes, candidate_pool_size=candidate_pool_size,
@@ -313,9 +315,9 @@ def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_data
         mesh=mesh,
         in_specs=(PartitionSpec(query_axes or None), PartitionSpec(database_axes or None)),
         out_specs=PartitionSpec(query_axes or None),
-        # The single-device search starts its loops from constants, which the
-        # varying-axes check rejects; the merged result is equal on every
-        # database shard, as out_specs promises.
+        # The varying-axes check rejects the single-device search, whose loops
+        # start from constants. The merged result is equal on every database
+        # shard, as out_specs promises.
         check_vma=False,
     )(queries, database)
 
@@ -327,7 +329,7 @@ def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_data
 
 def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes,
                         candidate_pool_size=None):
-    """Search a host `database` (a `np.memmap`) chunk by chunk, merging a running top-k."""
+    """Search a host `database`, such as a `np.memmap`, chunk by chunk with a running top-k."""
     from jaxclf import knn
 
     num_database = database.shape[0]
