@@ -194,6 +194,27 @@ def collect_versions(torch) -> dict[str, str]:
     }
 
 
+def describe_source() -> dict[str, Any]:
+    """Return the git commit of this checkout and whether files differ from it, when git is there."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "modified_files": None}
+    return {"commit": commit, "modified_files": [line[3:] for line in changed if line.strip()]}
+
+
 def describe_machine() -> dict[str, Any]:
     cpu_model = platform.processor() or "unknown"
     try:
@@ -1065,6 +1086,7 @@ def run(args: argparse.Namespace, torch, train, test, data_name: str) -> None:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions,
+        "source": describe_source(),
         "machine": machine,
         "torch_threads": torch.get_num_threads(),
         "data": data_name,
