@@ -151,8 +151,16 @@ def test_two_processes_over_loopback():
     np.testing.assert_array_equal(result["distances"], expected_distances)
 
 
-@pytest.mark.parametrize("num_devices", [4, 8])
-def test_sharded_checks_on_simulated_devices(num_devices):
+@pytest.mark.parametrize(
+    "num_devices, selection",
+    [
+        (4, "sharded or data_parallel"),
+        # The training checks do not depend on the device count; on 8 devices
+        # only the kNN checks and the uneven batch run, which saves time.
+        (8, "sharded or uneven"),
+    ],
+)
+def test_sharded_checks_on_simulated_devices(num_devices, selection):
     env = {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}",
@@ -160,7 +168,7 @@ def test_sharded_checks_on_simulated_devices(num_devices):
     }
     command = [
         sys.executable, "-m", "pytest", str(TESTS_DIR / "sharding_device_checks.py"),
-        "-q", "-p", "no:cacheprovider",
+        "-q", "-p", "no:cacheprovider", "-k", selection,
     ]
 
     completed = subprocess.run(
