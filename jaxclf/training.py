@@ -99,7 +99,11 @@ def create_train_state(
     """
     dummy_images = jnp.zeros((1, *image_shape), jnp.uint8)
     params = model.init(key, dummy_images)["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+    # An int32 array, not the Python int 0 that `create` stores, so that the
+    # first and later calls of a jitted step see the same argument types.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def epoch_key(seed: int, epoch: int) -> jax.Array:

@@ -320,3 +320,14 @@ def test_real_data_resume_is_bit_exact(cifar10, tmp_path):
     fit(initial_state(), images, labels, epochs=1, seed=1, checkpoint_dir=tmp_path)
     resumed, _ = fit(initial_state(), images, labels, epochs=3, seed=1, checkpoint_dir=tmp_path, resume=True)
     assert_states_identical(resumed, whole)
+
+
+def test_train_step_compiles_once_from_fresh_state():
+    images, labels = random_data(8)
+    training._train_step_jit.clear_cache()
+
+    state = new_state()
+    for _ in range(3):
+        state, _ = train_step(state, images, labels)
+
+    assert training._train_step_jit._cache_size() == 1, "train_step recompiled after step 0"
