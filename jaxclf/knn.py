@@ -103,8 +103,7 @@ def pairwise_distances(
 
 @functools.partial(jax.jit, static_argnames=("metric",))
 def _pairwise_distances(x: jax.Array, y: jax.Array, *, metric: str) -> jax.Array:
-    x = _to_compute_dtype(_as_rows(x))
-    y = _to_compute_dtype(_as_rows(y))
+    x, y = _to_compute_dtypes(_as_rows(x), _as_rows(y))
 
     def one_pair(a, b):
         return _exact_key(a, b, metric)
@@ -411,10 +410,11 @@ def _as_rows(x: jax.Array) -> jax.Array:
     return data.flatten(x) if x.ndim == 4 else x
 
 
-def _to_compute_dtype(x: jax.Array) -> jax.Array:
-    if x.dtype == jnp.uint8 and x.shape[-1] <= _MAX_EXACT_FEATURES:
-        return x
-    return x.astype(jnp.float32)
+def _to_compute_dtypes(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keep two uint8 row arrays of up to `_MAX_EXACT_FEATURES` features; else float32 both."""
+    if x.dtype == y.dtype == jnp.uint8 and x.shape[-1] <= _MAX_EXACT_FEATURES:
+        return x, y
+    return x.astype(jnp.float32), y.astype(jnp.float32)
 
 
 def _key_dtype(dtype) -> jnp.dtype:
@@ -562,11 +562,7 @@ def _round_up(value: int, multiple: int) -> int:
 )
 def _search_jit(queries, database, *, k, metric, query_chunk, database_chunk, pool_size,
                 rerank_group):
-    queries = _to_compute_dtype(_as_rows(queries))
-    database = _to_compute_dtype(_as_rows(database))
-    if queries.dtype != database.dtype:
-        queries = queries.astype(jnp.float32)
-        database = database.astype(jnp.float32)
+    queries, database = _to_compute_dtypes(_as_rows(queries), _as_rows(database))
 
     num_queries = queries.shape[0]
     padded_queries = _pad_rows(queries, _round_up(num_queries, query_chunk))

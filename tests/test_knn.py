@@ -123,6 +123,23 @@ def test_pairwise_distances_match_scipy(metric):
     np.testing.assert_allclose(knn.pairwise_distances(x, y, metric), expected, rtol=1e-6)
 
 
+MIXED_DTYPE_CASES = [
+    ("integer-valued float and fraction", np.array([[0.0, 0.0]]), np.array([[0.5, 0.0]])),
+    ("uint8 and float32", np.zeros((1, 2), np.uint8),
+     np.array([[0.5, 0.0], [300.7, 0.0]], np.float32)),
+    ("float32 and uint8", np.array([[0.5, 0.0], [300.7, 0.0]], np.float32),
+     np.array([[0, 0], [255, 1]], np.uint8)),
+]
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2", "sqeuclidean"])
+@pytest.mark.parametrize("name, x, y", MIXED_DTYPE_CASES, ids=[c[0] for c in MIXED_DTYPE_CASES])
+def test_pairwise_distances_mix_pixels_and_floats(metric, name, x, y):
+    expected = cdist(np.asarray(x, np.float64), np.asarray(y, np.float64), SCIPY_METRIC[metric])
+    np.testing.assert_allclose(knn.pairwise_distances(x, y, metric), expected, rtol=1e-6,
+                               err_msg=name)
+
+
 def test_images_and_rows_agree(pixel_data):
     queries, database, _ = pixel_data
     images = database[:600].reshape(600, 32, 32, 3)
