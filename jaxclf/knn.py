@@ -7,8 +7,11 @@ searched as float32. The neighbours, their order and the vote are therefore
 identical to a float64 brute-force search: equal distances order by lower
 database index, on every chunk size and memory budget, and uint8
 subtraction never wraps. Float arrays whose values are all integers in
-`0..255` take the same path. That check runs on the host, so it is skipped
-under `jax.jit`, where the values are unknown.
+`0..255` take the same path, and so do integer arrays of other dtypes whose
+values all lie in `0..255`; any other integers are rejected, since float32
+cannot hold them all exactly. Those checks run on the host, so under
+`jax.jit`, where the values are unknown, integer inputs must be uint8. bool
+and complex inputs are rejected.
 
 For other float inputs, every distance that decides the ranking is computed
 from float32 direct differences, `sum((q - b)^2)` or `sum(|q - b|)`, never
@@ -336,8 +339,12 @@ def _validate_search_inputs(queries, database, *, metric, x_name="queries", y_na
             )
         if array.size == 0:
             raise ValueError(f"{name} is empty (shape {array.shape}); pass at least one row")
-        if not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == jnp.bool_):
-            raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+        if not (jnp.issubdtype(array.dtype, jnp.integer)
+                or jnp.issubdtype(array.dtype, jnp.floating)):
+            raise ValueError(
+                f"{name} must be uint8 pixels or real floats, got dtype {array.dtype}; "
+                f"convert it with .astype(np.uint8) or .astype(np.float32)"
+            )
         arrays.append(array)
     queries, database = arrays
 
@@ -353,11 +360,34 @@ def _validate_search_inputs(queries, database, *, metric, x_name="queries", y_na
 
 
 def _pixels_as_uint8(array, name: str):
-    """Check finiteness; turn floats that hold only integers 0..255 into uint8."""
-    if _is_tracer(array) or not jnp.issubdtype(array.dtype, jnp.floating):
+    """Check values; turn integers 0..255, in any int or float dtype, into uint8.
+
+    Other integers are rejected: float32 cannot hold them all exactly, and
+    the search has no exact path for them.
+    """
+    if array.dtype == jnp.uint8:
+        return array
+    is_integer = jnp.issubdtype(array.dtype, jnp.integer)
+    if _is_tracer(array):
+        if is_integer:
+            raise ValueError(
+                f"{name} has dtype {array.dtype}; under jax.jit pass uint8 pixels or floats, "
+                f"converting with .astype(jnp.uint8) or .astype(jnp.float32)"
+            )
         return array
 
     xp = np if isinstance(array, np.ndarray) else jnp
+    if is_integer:
+        low, high = int(xp.min(array)), int(xp.max(array))
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{name} has dtype {array.dtype} with values from {low} to {high}; only "
+                f"integers in 0..255 (pixels) are searched exactly. Convert pixels with "
+                f".astype(np.uint8), or other data with .astype(np.float32) if float32 "
+                f"rounding is acceptable"
+            )
+        return array.astype(xp.uint8)
+
     if not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} contains NaN or infinite values; remove or replace them")
 

@@ -140,6 +140,39 @@ def test_pairwise_distances_mix_pixels_and_floats(metric, name, x, y):
                                err_msg=name)
 
 
+def test_integer_pixels_of_any_dtype_match_uint8(pixel_data):
+    queries, database, _ = pixel_data
+    expected = knn.nearest_neighbors(queries[:20], database[:300], k=5, metric="l1")
+    for dtype in (np.int64, np.int32, np.uint16):
+        found = knn.nearest_neighbors(queries[:20].astype(dtype), database[:300].astype(dtype),
+                                      k=5, metric="l1")
+        np.testing.assert_array_equal(found[1], expected[1], err_msg=str(dtype))
+        np.testing.assert_array_equal(found[0], expected[0], err_msg=str(dtype))
+
+
+UNSUPPORTED_DTYPE_CASES = [
+    ("int64 above 2^24", np.array([[2**25 + 1, 0], [2**25, 0]], np.int64),
+     r"database has dtype int64 with values from 0 to 33554433.*astype\(np.float32\)"),
+    ("negative int32", np.array([[-1, 0], [3, 0]], np.int32), r"int32 with values from -1"),
+    ("complex", np.array([[1 + 2j, 0], [0, 0]]), r"real floats, got dtype complex128"),
+    ("bool", np.array([[True, False], [False, False]]), r"real floats, got dtype bool"),
+]
+
+
+@pytest.mark.parametrize("name, database, message", UNSUPPORTED_DTYPE_CASES,
+                         ids=[c[0] for c in UNSUPPORTED_DTYPE_CASES])
+def test_unsupported_dtypes_are_rejected(name, database, message):
+    queries = np.zeros((1, 2), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        knn.nearest_neighbors(queries, database, k=1, metric="l1")
+
+
+def test_wide_integers_are_rejected_under_jit():
+    search = jax.jit(lambda q, b: knn.nearest_neighbors(q, b, k=1))
+    with pytest.raises(ValueError, match=r"queries has dtype int32; under jax.jit"):
+        search(jnp.zeros((1, 2), jnp.int32), jnp.zeros((3, 2), jnp.float32))
+
+
 def test_images_and_rows_agree(pixel_data):
     queries, database, _ = pixel_data
     images = database[:600].reshape(600, 32, 32, 3)
