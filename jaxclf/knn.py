@@ -421,7 +421,9 @@ def _validate_labels(labels, num_database: int, num_classes: int):
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"database_labels must be integers, got dtype {labels.dtype}")
     if not _is_tracer(labels):
-        low, high = int(jnp.min(labels)), int(jnp.max(labels))
+        # NumPy for host arrays: converting int64 to a 32-bit JAX array first would wrap.
+        xp = np if isinstance(labels, np.ndarray) else jnp
+        low, high = int(xp.min(labels)), int(xp.max(labels))
         if low < 0 or high >= num_classes:
             raise ValueError(
                 f"database_labels must lie in [0, num_classes={num_classes}), "

@@ -6,6 +6,7 @@ scikit-learn's metrics do, and are jit-safe when `num_classes` is static.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def accuracy(labels: jax.typing.ArrayLike, predictions: jax.typing.ArrayLike) -> jax.Array:
@@ -37,6 +38,7 @@ def confusion_matrix(
         class `i` predicted as `j` (rows are true classes, as in
         scikit-learn). Values outside `[0, num_classes)` are not counted.
     """
+    _check_num_classes(num_classes)
     labels, predictions = _check_pair(labels, predictions)
     flat_index = labels * num_classes + predictions
     valid = (labels >= 0) & (labels < num_classes) & (predictions >= 0) & (predictions < num_classes)
@@ -67,6 +69,7 @@ def per_class_accuracy(
         predicted as `c`) / (examples of class `c`), or NaN when class `c`
         has no examples.
     """
+    _check_num_classes(num_classes)
     matrix = confusion_matrix(labels, predictions, num_classes=num_classes)
     totals = jnp.sum(matrix, axis=1)
     correct = jnp.diagonal(matrix)
@@ -74,15 +77,36 @@ def per_class_accuracy(
     return jnp.where(totals > 0, ratio, jnp.float32(jnp.nan))
 
 
+def _check_num_classes(num_classes) -> None:
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) \
+            or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
 def _check_pair(labels, predictions) -> tuple[jax.Array, jax.Array]:
-    labels = jnp.asarray(labels)
-    predictions = jnp.asarray(predictions)
+    labels = _as_array(labels)
+    predictions = _as_array(predictions)
     if labels.ndim != 1 or labels.shape != predictions.shape:
         raise ValueError(
             f"labels and predictions must both have shape [N], got {labels.shape} and "
             f"{predictions.shape}"
         )
+    int32 = np.iinfo(np.int32)
     for name, values in (("labels", labels), ("predictions", predictions)):
         if not jnp.issubdtype(values.dtype, jnp.integer):
             raise ValueError(f"{name} must be integer class indices, got dtype {values.dtype}")
-    return labels.astype(jnp.int32), predictions.astype(jnp.int32)
+        # Checked in NumPy, before a 32-bit JAX array would wrap them.
+        if isinstance(values, np.ndarray) and values.size:
+            low, high = int(values.min()), int(values.max())
+            if low < int32.min or high > int32.max:
+                raise ValueError(
+                    f"{name} must be class indices that fit in int32, got values from "
+                    f"{low} to {high}"
+                )
+    return jnp.asarray(labels).astype(jnp.int32), jnp.asarray(predictions).astype(jnp.int32)
+
+
+def _as_array(values):
+    if isinstance(values, (jax.Array, jax.core.Tracer)):
+        return values
+    return np.asarray(values)

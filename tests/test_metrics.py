@@ -73,3 +73,19 @@ def test_metrics_are_jit_safe():
 def test_metrics_reject_bad_input(labels, predictions, message):
     with pytest.raises(ValueError, match=message):
         accuracy(np.asarray(labels), np.asarray(predictions))
+
+
+@pytest.mark.parametrize("function", [accuracy, confusion_matrix, per_class_accuracy])
+@pytest.mark.parametrize("labels, predictions, name",
+                         [([2**32 + 1], [1], "labels"), ([1], [-(2**40)], "predictions")])
+def test_metrics_reject_labels_beyond_int32(function, labels, predictions, name):
+    options = {} if function is accuracy else {"num_classes": 3}
+    with pytest.raises(ValueError, match=rf"{name} must be class indices that fit in int32"):
+        function(np.array(labels, np.int64), np.array(predictions, np.int64), **options)
+
+
+@pytest.mark.parametrize("function", [confusion_matrix, per_class_accuracy])
+@pytest.mark.parametrize("num_classes", [0, -1, 2.5, True])
+def test_metrics_reject_bad_num_classes(function, num_classes):
+    with pytest.raises(ValueError, match=r"num_classes must be a positive int"):
+        function(np.array([0, 1]), np.array([0, 1]), num_classes=num_classes)
