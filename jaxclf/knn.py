@@ -207,17 +207,22 @@ def vote(
     does.
 
     Args:
-        neighbor_labels: int `[num_queries, k]`, values in `[0, num_classes)`.
+        neighbor_labels: int `[num_queries, k]`, values in `[0, num_classes)`
+            (checked unless traced).
         neighbor_distances: float `[num_queries, k]`; needed for `"distance"`.
         num_classes: number of classes.
         weights: `"uniform"` or `"distance"`.
 
     Returns:
         float32 votes `[num_queries, num_classes]`.
+
+    Raises:
+        ValueError: unknown weights, num_classes not a positive int, or
+            labels that are not integers in `[0, num_classes)`.
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    neighbor_labels = jnp.asarray(neighbor_labels)
+    neighbor_labels = _check_class_indices("neighbor_labels", neighbor_labels, num_classes)
     one_hot = jax.nn.one_hot(neighbor_labels, num_classes, dtype=jnp.float32)
 
     if weights == "uniform":
@@ -410,7 +415,6 @@ def _validate_positive_int(name: str, value) -> None:
 
 
 def _validate_labels(labels, num_database: int, num_classes: int):
-    _validate_positive_int("num_classes", num_classes)
     if not _is_tracer(labels) and not isinstance(labels, jax.Array):
         labels = np.asarray(labels)
     if labels.shape != (num_database,):
@@ -418,15 +422,23 @@ def _validate_labels(labels, num_database: int, num_classes: int):
             f"database_labels must have shape [{num_database}] (one per database row), "
             f"got shape {labels.shape}"
         )
+    return _check_class_indices("database_labels", labels, num_classes)
+
+
+def _check_class_indices(name: str, labels, num_classes) -> jax.Array:
+    """Check integer labels in `[0, num_classes)` (values only when concrete); return int32."""
+    _validate_positive_int("num_classes", num_classes)
+    if not _is_tracer(labels) and not isinstance(labels, jax.Array):
+        labels = np.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"database_labels must be integers, got dtype {labels.dtype}")
-    if not _is_tracer(labels):
+        raise ValueError(f"{name} must be integers, got dtype {labels.dtype}")
+    if not _is_tracer(labels) and labels.size:
         # NumPy for host arrays: converting int64 to a 32-bit JAX array first would wrap.
         xp = np if isinstance(labels, np.ndarray) else jnp
         low, high = int(xp.min(labels)), int(xp.max(labels))
         if low < 0 or high >= num_classes:
             raise ValueError(
-                f"database_labels must lie in [0, num_classes={num_classes}), "
+                f"{name} must lie in [0, num_classes={num_classes}), "
                 f"got values from {low} to {high}"
             )
     return jnp.asarray(labels).astype(jnp.int32)

@@ -66,6 +66,7 @@ def validation_split(
         `validation_size` positions of `jax.random.permutation(key, N)`.
     """
     images, labels = _check_examples(images, labels)
+    _check_key(key)
     num_examples = len(labels)
     if not 1 <= validation_size < num_examples:
         raise ValueError(
@@ -86,6 +87,7 @@ def kfold_indices(num_examples: int, *, num_folds: int, key: jax.Array) -> list[
     Returns:
         `num_folds` int arrays of example indices.
     """
+    _check_key(key)
     if not 2 <= num_folds <= num_examples:
         raise ValueError(
             f"num_folds must be between 2 and the number of examples {num_examples}, "
@@ -113,8 +115,13 @@ def accuracy_for_each_k(
 
     Returns:
         float64 accuracies `[len(ks)]`, in the order of `ks`.
+
+    Raises:
+        ValueError: labels that are not integers in `[0, num_classes)`, or
+            bad search options (see `knn.nearest_neighbors`).
     """
-    database_labels = jnp.asarray(database_labels).astype(jnp.int32)
+    query_labels = np.asarray(knn._check_class_indices("query_labels", query_labels, num_classes))
+    database_labels = knn._check_class_indices("database_labels", database_labels, num_classes)
     _, indices = knn.nearest_neighbors(
         queries, database, k=max(ks), metric=metric, memory_budget_bytes=memory_budget_bytes,
         mesh=mesh,
@@ -125,7 +132,7 @@ def accuracy_for_each_k(
     for k in ks:
         votes = knn.vote(neighbor_labels[:, :k], num_classes=num_classes)
         predicted = np.asarray(jnp.argmax(votes, axis=-1))
-        accuracies.append(np.mean(predicted == np.asarray(query_labels)))
+        accuracies.append(np.mean(predicted == query_labels))
     return np.asarray(accuracies, np.float64)
 
 
@@ -149,8 +156,8 @@ def cross_validate(
     Args:
         images: `[N, D]` or `[N, H, W, C]`, uint8 or float.
         labels: int `[N]` in `[0, num_classes)`.
-        ks: values of k to try, each `1 <= k <=` the smallest training part.
-        metrics: any of `knn.METRICS`.
+        ks: distinct ints to try, each `1 <= k <=` the smallest training part.
+        metrics: any of `knn.METRICS`, or one of them as a string.
         num_folds: folds, `2..N`.
         key: from `jax.random.key(seed)`; picks the folds.
         num_classes: number of classes.
@@ -162,10 +169,18 @@ def cross_validate(
 
     Returns:
         `CrossValidationResult` with accuracies per metric, k and fold.
+
+    Raises:
+        ValueError: labels that are not integers in `[0, num_classes)`, ks
+            that are not distinct ints in range, unknown metrics, a `key`
+            that is not from `jax.random.key`, or bad `num_folds`, before
+            any search.
     """
     images, labels = _check_examples(images, labels)
-    ks = tuple(int(k) for k in ks)
-    metrics = tuple(metrics)
+    labels = np.asarray(knn._check_class_indices("labels", labels, num_classes))
+    _check_key(key)
+    ks = _check_ks(ks)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     folds = kfold_indices(len(labels), num_folds=num_folds, key=key)
     _check_options(ks, metrics, min_train=len(labels) - max(len(fold) for fold in folds))
 
@@ -198,6 +213,26 @@ def _check_examples(images, labels) -> tuple[np.ndarray, np.ndarray]:
             f"got shape {labels.shape}"
         )
     return images, labels
+
+
+def _check_key(key) -> None:
+    is_key = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not is_key or key.shape != ():
+        raise ValueError(
+            f"key must be a single key from jax.random.key(seed), got {key!r}; "
+            f"pass jax.random.key(seed) instead"
+        )
+
+
+def _check_ks(ks) -> tuple[int, ...]:
+    ks = tuple(ks)
+    for k in ks:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+            raise ValueError(f"every k must be an int, got {k!r} in ks={ks}")
+    ks = tuple(int(k) for k in ks)
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"ks must not repeat a value, got ks={ks}; pass each k once")
+    return ks
 
 
 def _check_options(ks: tuple[int, ...], metrics: tuple[str, ...], *, min_train: int) -> None:

@@ -333,6 +333,20 @@ def test_vote_ties_go_to_smallest_label():
     np.testing.assert_array_equal(jnp.argmax(votes, axis=-1), [1, 0])
 
 
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([[12, -1]]),
+         r"neighbor_labels must lie in \[0, num_classes=10\), got values from -1 to 12"),
+        (np.array([[2**32 + 1, 0]]), r"got values from 0 to 4294967297"),
+        (np.array([[1.0, 2.0]]), r"neighbor_labels must be integers, got dtype float64"),
+    ],
+)
+def test_vote_rejects_bad_labels(labels, message):
+    with pytest.raises(ValueError, match=message):
+        knn.vote(labels, num_classes=10)
+
+
 def test_distance_weights_match_sklearn(pixel_data):
     queries, database, labels = pixel_data
     queries = np.concatenate([database[:3], queries[:20]])

@@ -80,11 +80,43 @@ def test_best_prefers_smaller_k_on_ties():
         (dict(ks=()), r"ks is empty"),
         (dict(metrics=("cosine",)), r"got \['cosine'\]"),
         (dict(num_folds=1), r"num_folds must be between 2 and the number of examples 90, got 1"),
+        (dict(ks=(1.9,)), r"every k must be an int, got 1.9"),
+        (dict(ks=(True,)), r"every k must be an int, got True"),
+        (dict(ks=(1, 1, 3)), r"ks must not repeat a value, got ks=\(1, 1, 3\)"),
+        (dict(key=0), r"key must be a single key from jax.random.key\(seed\), got 0"),
+        (dict(key=jax.random.split(jax.random.key(0))), r"key must be a single key"),
+        (dict(labels_offset=10), r"labels must lie in \[0, num_classes=10\), got values from 10"),
+        (dict(labels_offset=-1), r"labels must lie in \[0, num_classes=10\), got values from -1"),
+        (dict(labels_dtype=np.float32), r"labels must be integers, got dtype float32"),
+        (dict(labels_dtype=np.int64, labels_offset=2**32), r"got values from 4294967296"),
+        (dict(num_classes=2.5), r"num_classes must be a positive int, got 2.5"),
     ],
 )
 def test_cross_validate_rejects_bad_options(examples, change, message):
     images, labels = examples
+    change = dict(change)
+    labels = labels.astype(change.pop("labels_dtype", labels.dtype))
+    labels = labels + change.pop("labels_offset", 0)
     arguments = dict(ks=(1,), metrics=("l2",), num_folds=3, key=jax.random.key(0))
     arguments.update(change)
     with pytest.raises(ValueError, match=message):
         model_selection.cross_validate(images, labels, **arguments)
+
+
+def test_cross_validate_takes_one_metric_as_a_string(examples):
+    images, labels = examples
+    arguments = dict(ks=(1, 3), num_folds=3, key=jax.random.key(0), num_classes=4)
+    from_string = model_selection.cross_validate(images, labels, metrics="l1", **arguments)
+    from_tuple = model_selection.cross_validate(images, labels, metrics=("l1",), **arguments)
+    assert from_string.metrics == ("l1",)
+    np.testing.assert_array_equal(from_string.fold_accuracies, from_tuple.fold_accuracies)
+
+
+@pytest.mark.parametrize("split", ["validation_split", "kfold_indices"])
+def test_splits_reject_an_integer_seed_as_key(examples, split):
+    images, labels = examples
+    with pytest.raises(ValueError, match=r"pass jax.random.key\(seed\)"):
+        if split == "validation_split":
+            model_selection.validation_split(images, labels, validation_size=10, key=0)
+        else:
+            model_selection.kfold_indices(90, num_folds=3, key=0)
