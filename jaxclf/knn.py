@@ -20,8 +20,12 @@ neighbours. Each such value is within a relative `(D + 2) * 2^-24` of the
 real distance (`D` features). The result therefore equals a float64
 brute-force search except where two float64 distances are closer than that,
 and such near-ties order by the float32 values, then by lower index.
-NOTE: values whose squares overflow float32 (magnitudes above about 1e18)
-are not checked for and make the ranking meaningless.
+Float values must satisfy `max|value| <= 1e18 / sqrt(D)`: then every
+squared distance is at most `4 D max|value|^2 <= 4e36`, and every GEMM score
+at most `3 D max|value|^2`, far below the float32 maximum `3.4e38`, so no
+sum overflows. Larger values raise a ValueError on the host. NOTE: under
+`jax.jit` the values are unknown and unchecked; larger ones there make the
+ranking meaningless and may return indices outside the database.
 
 Speed. L2 searches first pick a pool of candidates per query with a GEMM,
 `|b|^2 - 2 q.b`, in bfloat16 with float32 accumulation for uint8 inputs
@@ -58,6 +62,8 @@ DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
 Metric = Literal["l1", "l2", "sqeuclidean"]
 
 _UNIT_ROUNDOFF = 2.0**-24  # float32
+# Float inputs must satisfy max|value| <= _MAGNITUDE_SCALE / sqrt(D); see the module docstring.
+_MAGNITUDE_SCALE = 1e18
 _INDEX_SENTINEL = np.iinfo(np.int32).max
 # top-k ranks int32 keys as float32 bit patterns, because XLA:CPU's float top-k
 # ran about 30x faster per element than its integer one (jax 0.10, x86-64).
@@ -97,8 +103,9 @@ def pairwise_distances(
         float32 distances `[n_x, n_y]`.
 
     Raises:
-        ValueError: unknown metric, empty arrays, differing feature sizes, or
-            NaN or infinite values.
+        ValueError: unknown metric, empty arrays, differing feature sizes,
+            unsupported dtypes, NaN or infinite values, or float values above
+            `1e18 / sqrt(D)` in magnitude (see the module docstring).
     """
     x, y = _validate_search_inputs(x, y, metric=metric, x_name="x", y_name="y")
     return _pairwise_distances(x, y, metric=metric)
@@ -361,10 +368,10 @@ def _validate_search_inputs(queries, database, *, metric, x_name="queries", y_na
             f"{y_name} has {database_features} (shape {database.shape}); both must match"
         )
 
-    return _pixels_as_uint8(queries, x_name), _pixels_as_uint8(database, y_name)
+    return _checked_values(queries, x_name), _checked_values(database, y_name)
 
 
-def _pixels_as_uint8(array, name: str):
+def _checked_values(array, name: str):
     """Check values; turn integers 0..255, in any int or float dtype, into uint8.
 
     Other integers are rejected: float32 cannot hold them all exactly, and
@@ -397,7 +404,19 @@ def _pixels_as_uint8(array, name: str):
         raise ValueError(f"{name} contains NaN or infinite values; remove or replace them")
 
     is_pixels = xp.all((array >= 0) & (array <= 255) & (xp.round(array) == array))
-    return array.astype(xp.uint8) if bool(is_pixels) else array
+    if bool(is_pixels):
+        return array.astype(xp.uint8)
+
+    num_features = int(np.prod(array.shape[1:]))
+    bound = _MAGNITUDE_SCALE / np.sqrt(num_features)
+    largest = float(xp.max(xp.abs(array)))
+    if largest > bound:
+        raise ValueError(
+            f"{name} has values of magnitude up to {largest:.3g}, above the bound "
+            f"1e18 / sqrt({num_features} features) = {bound:.3g} where float32 squared "
+            f"distances could overflow; rescale it, for example divide by its largest value"
+        )
+    return array
 
 
 def _validate_k(k, num_database: int) -> None:

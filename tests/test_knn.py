@@ -173,6 +173,30 @@ def test_wide_integers_are_rejected_under_jit():
         search(jnp.zeros((1, 2), jnp.int32), jnp.zeros((3, 2), jnp.float32))
 
 
+@pytest.mark.parametrize("metric", ["l1", "l2", "sqeuclidean"])
+def test_values_near_the_magnitude_bound_search_correctly(metric):
+    bound = 0.999 * 1e18 / np.sqrt(2)  # float32 rounding must not cross the bound
+    queries = np.array([[0.5, 0.0], [-bound, bound]], np.float32)
+    database = np.array([[bound, 0.0], [0.3 * bound, 0.0], [0.6 * bound, -bound]], np.float32)
+    expected_distances, expected_indices = brute_force(queries, database, metric, k=3)
+
+    distances, indices = knn.nearest_neighbors(queries, database, k=3, metric=metric)
+
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["queries", "database"])
+def test_values_above_the_magnitude_bound_are_rejected(name):
+    arrays = {"queries": np.array([[0.5, 0.0]], np.float32),
+              "database": np.array([[1e19, 0.0], [2e19, 0.0]], np.float32)}
+    if name == "queries":
+        arrays = {"queries": arrays["database"][:1] * 3, "database": arrays["queries"]}
+    message = rf"{name} has values of magnitude up to .*e\+19, above the bound 1e18 / sqrt\(2"
+    with pytest.raises(ValueError, match=message):
+        knn.nearest_neighbors(arrays["queries"], arrays["database"], k=1)
+
+
 def test_images_and_rows_agree(pixel_data):
     queries, database, _ = pixel_data
     images = database[:600].reshape(600, 32, 32, 3)
