@@ -48,8 +48,11 @@ def save_checkpoint(
         The folder of the new checkpoint.
 
     Raises:
+        ValueError: `epoch` is negative or not an integer.
         FileExistsError: a checkpoint of `epoch` already exists.
     """
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0 (epochs completed), got {epoch!r}")
     directory = Path(directory).absolute()
     if epoch in _list_epochs(directory):
         raise FileExistsError(
@@ -87,6 +90,7 @@ def read_metadata(directory: str | os.PathLike, *, epoch: int | None = None) -> 
 
     Raises:
         FileNotFoundError: no such checkpoint.
+        ValueError: the epoch's subfolder is not a checkpoint.
     """
     directory, epoch = _resolve(directory, epoch)
     with _reader(directory) as manager:
@@ -112,7 +116,8 @@ def restore_checkpoint(
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        ValueError: the checkpoint does not match the template.
+        ValueError: the epoch's subfolder is not a checkpoint, or it does not
+            match the template.
     """
     directory, epoch = _resolve(directory, epoch)
     saved = _restore_arrays(directory, epoch)
@@ -136,7 +141,8 @@ def restore_params(
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        ValueError: the saved parameters do not match the template.
+        ValueError: the epoch's subfolder is not a checkpoint, or the saved
+            parameters do not match the template.
     """
     directory, epoch = _resolve(directory, epoch)
     saved = _restore_arrays(directory, epoch)
@@ -177,10 +183,20 @@ def _resolve(directory: str | os.PathLike, epoch: int | None) -> tuple[Path, int
             "checkpoints under <output-dir>/checkpoints) or pass the right folder"
         )
     if epoch is None:
-        return directory, max(epochs)
-    if epoch not in epochs:
+        epoch = max(epochs)
+    elif epoch not in epochs:
         raise FileNotFoundError(
             f"no checkpoint of epoch {epoch} in {directory}; saved epochs: {sorted(epochs)}"
+        )
+
+    # orbax lists every subfolder named by a number as a step, so a stray
+    # folder such as `3/` would otherwise fail later with orbax's KeyError.
+    step_dir = directory / str(epoch)
+    missing = [item for item in (_STATE_ITEM, _METADATA_ITEM) if not (step_dir / item).is_dir()]
+    if missing:
+        raise ValueError(
+            f"{step_dir} is not a checkpoint written by save_checkpoint: items missing "
+            f"{missing}; remove that folder or pass another checkpoint folder or epoch"
         )
     return directory, int(epoch)
 

@@ -30,10 +30,14 @@ class LinearClassifier(nn.Module):
 
     Images may be uint8 pixels, which the module normalises with
     `jaxclf.data.normalize` to `[-1, 1]`, or floats, which it takes as
-    already normalised and only casts to float32.
+    already normalised and only casts to float32. The module cannot check
+    float values under `jax.jit`, but `jaxclf.training`'s `train_step`,
+    `train_epoch` and `evaluate` reject concrete float images that are not
+    finite or look like raw 0..255 pixels.
 
     Attributes:
-        num_classes: number of classes, the rows of `kernel`.
+        num_classes: number of classes, the rows of `kernel`, >= 1; checked
+            when the module is called or initialised.
         initializer: `"flax"` draws the kernel from LeCun normal (Flax's `Dense`
             default, variance `1 / features`) and zeros the bias. `"torch"`
             draws kernel and bias uniformly from `[-1/sqrt(features),
@@ -60,6 +64,8 @@ class LinearClassifier(nn.Module):
             logits `[batch, num_classes]`, float32.
         """
         check_images(images)
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         features = flatten(to_features(images))
         num_features = features.shape[-1]
 

@@ -37,6 +37,12 @@ TrainState = train_state.TrainState
 # On a 2-core CPU this cut the epoch by about 10% (docs/benchmarks.md).
 _SCAN_UNROLL = 2
 
+# Float images whose largest magnitude exceeds this are rejected as raw
+# 0..255 pixels. Normalised pixels lie in [-1, 1], and CIFAR-10 pixels
+# standardised per channel (means about 0.48, deviations about 0.25) stay
+# below 2.2 in magnitude.
+MAX_FLOAT_PIXEL = 10.0
+
 # Rounds of the Feistel network that shuffles each epoch; Luby and Rackoff's
 # construction needs 4 for a strong pseudorandom permutation, 8 adds margin.
 _FEISTEL_ROUNDS = 8
@@ -112,8 +118,17 @@ def epoch_key(seed: int, epoch: int) -> jax.Array:
     Deriving each epoch's key afresh, instead of splitting a key carried from
     epoch to epoch, lets a run resumed from a checkpoint shuffle exactly like
     one that never stopped.
+
+    Args:
+        seed: run seed, an integer in `[0, 2**32)`.
+        epoch: epoch index counted from 0, >= 0.
+
+    Raises:
+        ValueError: `seed` or `epoch` is out of range or not an integer.
     """
-    return jax.random.fold_in(jax.random.key(seed), epoch)
+    _check_int_in_range("seed", seed, 0, 2**32)
+    _check_int_in_range("epoch", epoch, 0, 2**31)
+    return jax.random.fold_in(jax.random.key(int(seed)), int(epoch))
 
 
 def train_step(
@@ -130,10 +145,13 @@ def train_step(
 
     Args:
         state: the current train state.
-        images: `[batch, height, width, channels]` uint8 pixels or normalised floats.
-        labels: `[batch]` int class indices.
+        images: `[batch, height, width, channels]` uint8 pixels or normalised
+            floats; concrete floats must be finite with magnitude at most
+            `MAX_FLOAT_PIXEL`, so float 0..255 pixels are rejected.
+        labels: `[batch]` int class indices, any array-like.
         loss: `"cross_entropy"` or `"hinge"`.
-        l2: strength of the `l2 * l2_penalty(params)` term added to the loss.
+        l2: strength of the `l2 * l2_penalty(params)` term added to the loss;
+            a Python or NumPy scalar.
         mask: optional `[batch]`, 1 for real examples and 0 for padding.
         mesh: a device mesh for data-parallel training (see
             `jaxclf.sharding`): the batch is split over its devices and the
@@ -149,6 +167,7 @@ def train_step(
         ValueError: bad shapes, dtypes, labels or options (checked before
             anything compiles).
     """
+    labels = _as_array(labels)
     num_examples = _check_batch(images, labels, state)
     _check_loss_options(loss, l2)
     if mask is None:
@@ -188,10 +207,13 @@ def train_epoch(
 
     Args:
         state: the current train state.
-        images: `[N, height, width, channels]` uint8 pixels or normalised floats.
-        labels: `[N]` int class indices.
+        images: `[N, height, width, channels]` uint8 pixels or normalised
+            floats, checked as in `train_step`.
+        labels: `[N]` int class indices, any array-like.
         key: PRNG key of this epoch's shuffle, e.g. `epoch_key(seed, epoch)`.
-        batch_size: examples per step, > 0.
+        batch_size: examples per step, > 0. A batch size above N is
+            clamped to N (rounded up to a multiple of the mesh's devices),
+            so the epoch is one step.
         loss: `"cross_entropy"` or `"hinge"`.
         l2: strength of the L2 penalty on the kernel.
         mesh: a device mesh for data-parallel training (see
@@ -209,9 +231,12 @@ def train_epoch(
     Raises:
         ValueError: bad shapes, dtypes, labels, batch size or options.
     """
+    labels = _as_array(labels)
     num_examples = _check_batch(images, labels, state)
     _check_positive_int("batch_size", batch_size)
     _check_loss_options(loss, l2)
+    _check_key(key)
+    batch_size = _clamp_batch_size(batch_size, num_examples, mesh)
     if mesh is not None:
         sharding.check_batch_divisible(batch_size, mesh)
         state, images, labels = sharding.replicate((state, images, labels), mesh)
@@ -243,9 +268,11 @@ def evaluate(
 
     Args:
         state: a train state (only `params` and `apply_fn` are used).
-        images: `[N, height, width, channels]` uint8 pixels or normalised floats.
-        labels: `[N]` int class indices.
-        batch_size: examples per batch, > 0.
+        images: `[N, height, width, channels]` uint8 pixels or normalised
+            floats, checked as in `train_step`.
+        labels: `[N]` int class indices, any array-like.
+        batch_size: examples per batch, > 0; a batch size above N is
+            clamped to N.
         loss: the loss reported, `"cross_entropy"` or `"hinge"`.
 
     Returns:
@@ -256,9 +283,11 @@ def evaluate(
     Raises:
         ValueError: bad shapes, dtypes, labels, batch size or loss.
     """
-    _check_batch(images, labels, state)
+    labels = _as_array(labels)
+    num_examples = _check_batch(images, labels, state)
     _check_positive_int("batch_size", batch_size)
     _check_loss_options(loss, 0.0)
+    batch_size = min(int(batch_size), num_examples)
 
     return _evaluate_jit(
         state.params,
@@ -322,8 +351,8 @@ def fit(
         `"validation_loss"` and `"validation_accuracy"`.
 
     Raises:
-        ValueError: bad arguments, or a resumed checkpoint written with
-            other settings.
+        ValueError: bad arguments, a resumed checkpoint written with other
+            settings, or `epochs` below the epochs already saved.
         FileNotFoundError: `resume` without a checkpoint to resume from.
         FileExistsError: `checkpoint_dir` already contains checkpoints and
             `resume` is False.
@@ -344,6 +373,11 @@ def fit(
         _check_same_config(metadata.get("config", {}), run_config, checkpoint_dir)
         history = list(metadata.get("history", []))
         start_epoch = int(metadata["epoch"])
+        if epochs < start_epoch:
+            raise ValueError(
+                f"epochs={epochs} is below the {start_epoch} epochs already saved in "
+                f"{checkpoint_dir}; pass epochs >= {start_epoch}"
+            )
     elif checkpoint_dir is not None and latest_epoch(checkpoint_dir) is not None:
         raise FileExistsError(
             f"{checkpoint_dir} already contains checkpoints up to epoch "
@@ -522,6 +556,50 @@ def _pad_rows(array: jax.Array, padding: int) -> jax.Array:
     return jnp.pad(array, widths)
 
 
+def _as_array(values: Any) -> Any:
+    # Lists and tuples become NumPy arrays; arrays and tracers pass unchanged.
+    if hasattr(values, "shape") and hasattr(values, "dtype"):
+        return values
+    return np.asarray(values)
+
+
+def _clamp_batch_size(batch_size: int, num_examples: int, mesh: jax.sharding.Mesh | None) -> int:
+    # A batch larger than the data would only add masked padding, and a huge
+    # one would allocate its padded gather before failing.
+    if batch_size <= num_examples:
+        return int(batch_size)
+    num_devices = 1 if mesh is None else mesh.devices.size
+    return -(-num_examples // num_devices) * num_devices
+
+
+def _check_key(key: Any) -> None:
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or key.shape != ():
+        raise ValueError(
+            f"key must be a scalar PRNG key, got {type(key).__name__} with dtype {dtype}; "
+            "pass jax.random.key(seed) or epoch_key(seed, epoch)"
+        )
+
+
+def _check_float_images(images: Any) -> None:
+    # Concrete float images only: under jax.jit the values are unknown.
+    if images.dtype == np.uint8 or isinstance(images, jax.core.Tracer):
+        return
+    values = jnp.asarray(images)
+    if not bool(jnp.all(jnp.isfinite(values))):
+        raise ValueError(
+            "images contains NaN or infinite values; pass finite pixels (uint8, or floats "
+            "normalised with jaxclf.data.normalize)"
+        )
+    largest = float(jnp.max(jnp.abs(values)))
+    if largest > MAX_FLOAT_PIXEL:
+        raise ValueError(
+            f"images are floats with magnitude up to {largest:g}, above {MAX_FLOAT_PIXEL:g}, "
+            "so they look like raw 0..255 pixels, not normalised ones; pass uint8 pixels or "
+            "normalise them with jaxclf.data.normalize"
+        )
+
+
 def _check_batch(images: Any, labels: Any, state: TrainState) -> int:
     check_images(images)
     num_examples = images.shape[0]
@@ -541,13 +619,15 @@ def _check_batch(images: Any, labels: Any, state: TrainState) -> int:
             f"example, but the model's kernel expects {num_features}"
         )
     check_labels(labels, num_classes)
+    _check_float_images(images)
     return num_examples
 
 
 def _check_loss_options(loss: str, l2: float) -> None:
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-    if not (isinstance(l2, (int, float)) and 0.0 <= l2 < math.inf):
+    is_scalar = isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, bool)
+    if not (is_scalar and 0.0 <= l2 < math.inf):
         raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
 
 
@@ -561,3 +641,8 @@ def _check_positive(name: str, value: Any) -> None:
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_int_in_range(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value < high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}), got {value!r}")

@@ -86,3 +86,18 @@ def test_other_optimizer_rejected(tmp_path):
     save_checkpoint(tmp_path, trained_state(weight_decay=0.0), epoch=1)
     with pytest.raises(ValueError, match="does not match the model and optimiser"):
         restore_checkpoint(tmp_path, fresh_state(weight_decay=0.01))
+
+
+def test_negative_epoch_rejected(tmp_path):
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+        save_checkpoint(tmp_path, fresh_state(), epoch=-1)
+    assert not (tmp_path / "-1").exists()
+
+
+def test_junk_step_folder_is_clear(tmp_path):
+    save_checkpoint(tmp_path, trained_state(), epoch=1)
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "data").write_text("junk")
+    with pytest.raises(ValueError, match="is not a checkpoint written by save_checkpoint"):
+        read_metadata(tmp_path)
+    assert read_metadata(tmp_path, epoch=1)["epoch"] == 1

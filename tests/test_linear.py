@@ -164,3 +164,10 @@ def test_class_template_reproduces_image():
     assert templates.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(np.asarray(templates[3]), image)
     np.testing.assert_array_equal(np.asarray(templates[2]), np.zeros((32, 32, 3)))
+
+
+@pytest.mark.parametrize("num_classes", [0, -1])
+def test_bad_num_classes_rejected(num_classes):
+    model = LinearClassifier(num_classes=num_classes)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.uint8))

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import jaxclf.training as training
-from jaxclf.data import load_cifar10
+from jaxclf.data import load_cifar10, normalize
 from jaxclf.linear import LinearClassifier, cross_entropy_loss
 from jaxclf.training import (
     create_train_state,
@@ -223,6 +223,9 @@ def test_evaluate_matches_numpy_forward():
         (np.zeros((4, 32, 32, 3), np.uint8), np.zeros(3, np.int32), "labels must have shape"),
         (np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.float32), "integer array"),
         (np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int32), "kernel expects 3072"),
+        (np.full((4, 32, 32, 3), np.nan, np.float32), np.zeros(4, np.int32), "NaN or infinite"),
+        (np.full((4, 32, 32, 3), -np.inf, np.float32), np.zeros(4, np.int32), "NaN or infinite"),
+        (np.full((4, 32, 32, 3), 255.0, np.float32), np.zeros(4, np.int32), "raw 0..255 pixels"),
     ],
 )
 def test_bad_input_rejected_before_compiling(images, labels, message):
@@ -243,6 +246,53 @@ def test_bad_batch_size_rejected(batch_size):
     images, labels = random_data(8)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         train_epoch(new_state(), images, labels, epoch_key(0, 0), batch_size=batch_size)
+
+
+def test_normalised_float_images_accepted():
+    images, labels = random_data(8)
+    floats = np.asarray(normalize(images))
+    _, metrics = train_step(new_state(), floats, labels)
+    assert np.isfinite(float(metrics["loss"])), metrics
+
+
+@pytest.mark.parametrize("batch_size", [8, 9, 10**9])
+def test_batch_size_above_data_clamped(batch_size):
+    images, labels = random_data(8)
+    state, metrics = train_epoch(new_state(), images, labels, epoch_key(0, 0), batch_size=batch_size)
+    assert int(state.step) == 1, "a batch size >= N must give one step"
+    scores = evaluate(state, images, labels, batch_size=batch_size)
+    assert scores["logits"].shape == (8, 10)
+
+
+@pytest.mark.parametrize("key", [0, np.uint32(3), jax.random.split(jax.random.key(0), 2)])
+def test_non_key_rejected(key):
+    images, labels = random_data(8)
+    with pytest.raises(ValueError, match="pass jax.random.key"):
+        train_epoch(new_state(), images, labels, key)
+
+
+@pytest.mark.parametrize("seed, epoch", [(-1, 0), (2**32, 0), (0, -1), (1.5, 0)])
+def test_epoch_key_range_checked(seed, epoch):
+    with pytest.raises(ValueError, match="must be an integer in"):
+        epoch_key(seed, epoch)
+
+
+def test_list_labels_and_numpy_l2_accepted():
+    images, labels = random_data(4)
+    list_state, list_metrics = train_step(new_state(), images, labels.tolist(), l2=np.float32(0.1))
+    array_state, array_metrics = train_step(new_state(), images, labels, l2=0.1)
+    np.testing.assert_allclose(
+        np.asarray(list_state.params["kernel"]), np.asarray(array_state.params["kernel"]),
+        rtol=1e-6, atol=1e-7, err_msg="list labels and np.float32 l2 must train like arrays",
+    )
+    assert float(list_metrics["loss"]) == pytest.approx(float(array_metrics["loss"]), rel=1e-6)
+
+
+def test_resume_with_fewer_epochs_rejected(tmp_path):
+    images, labels = random_data(8)
+    fit(new_state(), images, labels, epochs=2, batch_size=4, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="pass epochs >= 2"):
+        fit(new_state(), images, labels, epochs=1, batch_size=4, checkpoint_dir=tmp_path, resume=True)
 
 
 def test_bad_epochs_and_loss_rejected():
