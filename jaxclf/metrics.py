@@ -37,6 +37,10 @@ def confusion_matrix(
         `[num_classes, num_classes]` int32; entry `[i, j]` counts examples of
         class `i` predicted as `j` (rows are true classes, as in
         scikit-learn). Values outside `[0, num_classes)` are not counted.
+
+    Raises:
+        ValueError: non-integer labels or predictions, values that do not
+            fit in int32, or `num_classes` not a positive int.
     """
     _check_num_classes(num_classes)
     labels, predictions = _check_pair(labels, predictions)
