@@ -49,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_arguments, log_devices, setup_logging  # noqa: E402
+from common import add_data_arguments, log_devices, prepare_output_dir, setup_logging  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -1110,6 +1110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_devices(logger)
     try:
         check_arguments(args)
+        prepare_output_dir(args.output_dir)
         torch = import_torch()
         sizes = QUICK_SIZES if args.quick else FULL_SIZES
         train, test, data_name = load_data(args, sizes)

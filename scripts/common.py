@@ -2,6 +2,8 @@
 
 import argparse
 import logging
+import os
+from pathlib import Path
 
 import jax
 
@@ -64,3 +66,67 @@ def require_positive(name: str, value: float) -> None:
     """Raise ValueError naming the command-line flag when `value` is not > 0."""
     if not value > 0:
         raise ValueError(f"--{name} must be greater than 0, got {value}")
+
+
+def prepare_output_dir(path: str | os.PathLike, *, flag: str = "output-dir") -> Path:
+    """Create the output folder `path` up front, before any work, and return it.
+
+    Raises:
+        ValueError: `path` is an existing file, cannot be created or is not
+            writable; the message names `--flag`, the path and the fix.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--{flag} {folder} is an existing file, not a folder; pass a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"--{flag} {folder}: cannot create the folder ({error.strerror or error}); "
+            "pass a folder you can write to"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--{flag} {folder} is not writable; pass a folder you can write to")
+    return folder
+
+
+def prepare_output_file(path: str | os.PathLike, *, flag: str = "output", suffix: str = ".png") -> Path:
+    """Check the output file `path` and create its folder up front; return it.
+
+    Raises:
+        ValueError: `path` lacks `suffix`, is an existing folder, or its
+            folder cannot be created.
+    """
+    output = Path(path)
+    if output.suffix.lower() != suffix:
+        raise ValueError(f"--{flag} {output} must end in {suffix}; pass a {suffix} file path")
+    if output.is_dir():
+        raise ValueError(f"--{flag} {output} is an existing folder; pass a {suffix} file path")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise ValueError(
+            f"--{flag} {output}: its folder {output.parent} is an existing file; pass a path in a folder"
+        )
+    prepare_output_dir(output.parent, flag=flag)
+    return output
+
+
+def check_seed(seed: int, *, flag: str = "seed") -> None:
+    """Raise ValueError naming `--flag` unless `0 <= seed < 2**32`, the range `epoch_key` accepts."""
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--{flag} must be an integer from 0 to {2**32 - 1}, got {seed}")
+
+
+def require_non_negative(name: str, value: float) -> None:
+    """Raise ValueError naming the command-line flag when `value` is not >= 0."""
+    if not value >= 0:
+        raise ValueError(f"--{name} must be 0 or more, got {value}")
+
+
+def require_devices(count: int) -> None:
+    """Raise ValueError unless --devices is between 1 and the number of JAX devices."""
+    available = len(jax.devices())
+    if not 1 <= count <= available:
+        raise ValueError(
+            f"--devices must be between 1 and the {available} devices available, got {count}; "
+            "on CPU, simulate more with XLA_FLAGS=--xla_force_host_platform_device_count=N"
+        )

@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     add_checkpoint_arguments,
     add_data_arguments,
     log_devices,
+    prepare_output_dir,
     require_positive,
     setup_logging,
 )
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> None:
     require_positive("batch-size", args.batch_size)
+    output_dir = prepare_output_dir(args.output_dir)
     metadata = read_metadata(args.checkpoint_dir, epoch=args.epoch)
     config = metadata.get("config", {})
     class_names = list(config.get("class_names", CLASS_NAMES))
@@ -90,7 +92,12 @@ def run(args: argparse.Namespace) -> None:
     state = create_train_state(jax.random.key(0), model, optax.identity())
     params, metadata = restore_params(args.checkpoint_dir, state.params, epoch=args.epoch)
     state = state.replace(params=params)
-    logger.info("loaded the checkpoint of epoch %d from %s", metadata["epoch"], args.checkpoint_dir)
+    # The optimiser state is skipped, so a checkpoint of any optimiser loads.
+    logger.info(
+        "loaded the weights of the checkpoint of epoch %d from %s (the optimiser state is not restored)",
+        metadata["epoch"],
+        args.checkpoint_dir,
+    )
 
     data = load_cifar10(
         args.data_dir,
@@ -121,11 +128,10 @@ def run(args: argparse.Namespace) -> None:
         accuracy_text = "undefined (no examples)" if np.isnan(value) else f"{value:.4f}"
         logger.info("  %-12s %s over %d images", name, accuracy_text, count)
 
-    write_outputs(Path(args.output_dir), args, metadata, scores, per_class, matrix, class_names)
+    write_outputs(output_dir, args, metadata, scores, per_class, matrix, class_names)
 
 
 def write_outputs(output_dir, args, metadata, scores, per_class, matrix, class_names) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "checkpoint_dir": str(args.checkpoint_dir),
         "epoch": metadata["epoch"],

@@ -33,7 +33,16 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_arguments, log_devices, require_positive, setup_logging  # noqa: E402
+from common import (  # noqa: E402
+    add_data_arguments,
+    check_seed,
+    log_devices,
+    prepare_output_dir,
+    require_devices,
+    require_non_negative,
+    require_positive,
+    setup_logging,
+)
 
 from jaxclf.data import CLASS_NAMES, load_cifar10  # noqa: E402
 from jaxclf.knn import METRICS, nearest_neighbors, vote  # noqa: E402
@@ -90,11 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bound on the distance blocks of one search step, in MiB (default: 256)")
 
     parser.add_argument("--grid-rows", type=int, default=8,
-                        help="test images shown in neighbors.png (default: 8)")
+                        help="test images shown in neighbors.png, at most the test images "
+                        "available; 0 skips the figure (default: 8)")
     parser.add_argument("--grid-neighbors", type=int, default=7,
-                        help="nearest training images shown per test image (default: 7)")
+                        help="nearest training images shown per test image in neighbors.png, at "
+                        "most the training images available; 0 skips the figure (default: 7)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of jax.random.key that picks the folds (default: 0)")
+                        help="seed of jax.random.key that picks the folds, in [0, 2**32) "
+                        "(default: 0)")
     add_data_arguments(parser)
     parser.add_argument("--output-dir", default="outputs/knn",
                         help="folder for results.json and the PNG figures (default: outputs/knn)")
@@ -116,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_arguments(args)
         args.mesh = device_mesh(args)
-        output_dir = Path(args.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_dir = prepare_output_dir(args.output_dir)
         results = cross_validation(args, output_dir) if args.cross_validate else evaluation(
             args, output_dir)
     except (ValueError, FileNotFoundError) as error:
@@ -131,10 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    for name in ["k", "folds", "query-chunk", "memory-budget-mib", "grid-neighbors", "devices"]:
+    for name in ["k", "folds", "query-chunk", "memory-budget-mib"]:
         require_positive(name, getattr(args, name.replace("-", "_")))
-    if args.grid_rows < 0:
-        raise ValueError(f"--grid-rows must be 0 or more, got {args.grid_rows}")
+    for name in ["grid-rows", "grid-neighbors"]:
+        require_non_negative(name, getattr(args, name.replace("-", "_")))
+    if args.folds < 2:
+        raise ValueError(f"--folds must be 2 or more, got {args.folds}")
+    check_seed(args.seed)
+    require_devices(args.devices)
     if args.subset is not None:
         require_positive("subset", args.subset)
     unknown = [metric for metric in args.metrics if metric not in METRICS]
@@ -157,6 +172,11 @@ def device_mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
 def load_splits(args: argparse.Namespace):
     cifar = load_cifar10(args.data_dir, source=args.source, validation_size=0)
     train, test = cifar.train, cifar.test
+    if args.subset is not None and args.subset > max(len(train.labels), len(test.labels)):
+        logger.info(
+            "--subset %d is above the %d training and %d test images, so all of them are used",
+            args.subset, len(train.labels), len(test.labels),
+        )
     if args.subset is not None:
         train = train._replace(images=train.images[: args.subset], labels=train.labels[: args.subset])
         test = test._replace(images=test.images[: args.subset], labels=test.labels[: args.subset])
@@ -182,7 +202,7 @@ def evaluation(args: argparse.Namespace, output_dir: Path) -> dict:
     logger.info("%s, k=%d: test accuracy %.4f (%d images); search took %.1f s",
                 args.metric, args.k, accuracy, len(test.labels), seconds)
 
-    if args.grid_rows:
+    if args.grid_rows and args.grid_neighbors:
         save_neighbor_grid(test, train, indices, args, output_dir / "neighbors.png")
     return {
         "mode": "evaluate", "metric": args.metric, "k": args.k, "accuracy": accuracy,
@@ -210,6 +230,9 @@ def search_in_chunks(queries, database, *, k, metric, chunk, budget, mesh):
 def save_neighbor_grid(test, train, indices, args, path: Path) -> None:
     rows = min(args.grid_rows, len(test.labels))
     shown = indices[:rows, : args.grid_neighbors]
+    if rows < args.grid_rows or shown.shape[1] < args.grid_neighbors:
+        logger.info("neighbors.png shows %d test images with %d neighbours each, all the data available",
+                    rows, shown.shape[1])
     figure = plot_nearest_neighbors(
         test.images[:rows],
         train.images[shown],
@@ -222,6 +245,10 @@ def save_neighbor_grid(test, train, indices, args, path: Path) -> None:
 
 def cross_validation(args: argparse.Namespace, output_dir: Path) -> dict:
     train, _ = load_splits(args)
+    if args.folds > len(train.labels):
+        raise ValueError(
+            f"--folds {args.folds} is above the {len(train.labels)} training images; pass fewer folds"
+        )
     with tqdm(total=args.folds * len(args.metrics), desc="cross-validation", unit="search") as bar:
         result = cross_validate(
             train.images, train.labels, ks=args.ks, metrics=args.metrics, num_folds=args.folds,

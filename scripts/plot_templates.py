@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_checkpoint_arguments, log_devices, setup_logging  # noqa: E402
+from common import add_checkpoint_arguments, log_devices, prepare_output_file, setup_logging  # noqa: E402
 
 from jaxclf.checkpoint import read_metadata, restore_params  # noqa: E402
 from jaxclf.data import CLASS_NAMES  # noqa: E402
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         default="outputs/class_templates.png",
-        help="PNG file to write (default: outputs/class_templates.png)",
+        help="PNG file to write, ending in .png; its folder is created (default: "
+        "outputs/class_templates.png)",
     )
     parser.add_argument("--show", action="store_true", help="also open the image in a window")
     parser.add_argument("--verbose", action="store_true", help="log DEBUG messages too")
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
+    output = prepare_output_file(args.output, flag="output", suffix=".png")
     metadata = read_metadata(args.checkpoint_dir, epoch=args.epoch)
     class_names = list(metadata.get("config", {}).get("class_names", CLASS_NAMES))
 
@@ -74,8 +76,6 @@ def run(args: argparse.Namespace) -> None:
     logger.info("loaded the checkpoint of epoch %d from %s", metadata["epoch"], args.checkpoint_dir)
 
     figure = plot_class_templates(class_templates(params), class_names, shared_scale=args.shared_scale)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=100)
     logger.info("wrote %s", output)
 

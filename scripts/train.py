@@ -19,6 +19,7 @@ Example:
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +31,16 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_arguments, log_devices, require_positive, setup_logging  # noqa: E402
+from common import (  # noqa: E402
+    add_data_arguments,
+    check_seed,
+    log_devices,
+    prepare_output_dir,
+    require_devices,
+    require_non_negative,
+    require_positive,
+    setup_logging,
+)
 
 from jaxclf.checkpoint import latest_epoch  # noqa: E402
 from jaxclf.data import load_cifar10  # noqa: E402
@@ -138,21 +148,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def train(args: argparse.Namespace) -> None:
+def check_arguments(args: argparse.Namespace) -> None:
+    """Raise ValueError naming the flag of the first out-of-range argument."""
     require_positive("epochs", args.epochs)
     require_positive("batch-size", args.batch_size)
-    require_positive("devices", args.devices)
+    require_positive("learning-rate", args.learning_rate)
+    if not 0 <= args.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
+    for name in ["weight-decay", "l2", "validation-size"]:
+        require_non_negative(name, getattr(args, name.replace("-", "_")))
+    for name in ["learning-rate", "weight-decay", "l2"]:
+        value = getattr(args, name.replace("-", "_"))
+        if not math.isfinite(value):
+            raise ValueError(f"--{name} must be a finite number, got {value}")
+    check_seed(args.seed)
+    require_devices(args.devices)
+    if args.batch_size % args.devices:
+        raise ValueError(
+            f"--batch-size {args.batch_size} must be divisible by --devices {args.devices}"
+        )
+
+
+def train(args: argparse.Namespace) -> None:
+    check_arguments(args)
+    output_dir = prepare_output_dir(args.output_dir)
     mesh = make_mesh(args.devices) if args.devices > 1 else None
     if mesh is not None:
         logger.info("data-parallel training on %s", describe_mesh(mesh))
     tx = make_optimizer(args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
-    output_dir = Path(args.output_dir)
     checkpoint_dir = (output_dir / "checkpoints").absolute()
     saved_epoch = latest_epoch(checkpoint_dir)
     if saved_epoch is not None and not args.resume:
         raise FileExistsError(
             f"{checkpoint_dir} already contains checkpoints up to epoch {saved_epoch}; pass "
             "--resume to continue that run or another --output-dir to start a new one"
+        )
+    if args.resume and saved_epoch is not None and args.epochs < saved_epoch:
+        raise ValueError(
+            f"--epochs {args.epochs} is below the {saved_epoch} epochs the run in "
+            f"{checkpoint_dir} already has; pass --epochs {saved_epoch} or more"
         )
     done = (saved_epoch or 0) if args.resume else 0
 
@@ -165,6 +199,12 @@ def train(args: argparse.Namespace) -> None:
         len(data.validation.labels),
         len(data.test.labels),
     )
+    if args.batch_size > len(data.train.labels):
+        logger.info(
+            "--batch-size %d is above the %d training images, so each epoch is one step over all of them",
+            args.batch_size,
+            len(data.train.labels),
+        )
 
     model = LinearClassifier(num_classes=len(data.class_names), initializer=args.initializer)
     state = create_train_state(jax.random.key(args.seed), model, tx)

@@ -80,6 +80,12 @@ def test_cross_validate_writes_results_and_plot(knn_script, mock_cifar10, tmp_pa
         (["--k", "0"], "--k must be greater than 0, got 0"),
         (["--subset", "10", "--k", "11"], "between 1 and the database size 10, got k=11"),
         (["--cross-validate", "--metrics", "l1,cosine"], "--metrics must list some of"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+        (["--cross-validate", "--seed", "99999999999999999999"], "--seed must be an integer from 0"),
+        (["--grid-neighbors", "-1"], "--grid-neighbors must be 0 or more"),
+        (["--folds", "1"], "--folds must be 2 or more"),
+        (["--devices", "1000"], "--devices must be between 1 and the"),
+        (["--cross-validate", "--subset", "3", "--folds", "4"], "--folds 4 is above the 3 training"),
     ],
 )
 def test_bad_values_log_one_error(knn_script, mock_cifar10, tmp_path, capfd, arguments, message):
@@ -109,3 +115,22 @@ def test_help_names_units_and_defaults():
     help_text = " ".join(completed.stdout.split())
     assert "in MiB (default: 256)" in help_text
     assert "--cross-validate" in completed.stdout
+
+
+def test_output_dir_file_logs_one_error(knn_script, tmp_path, capfd):
+    existing_file = tmp_path / "file"
+    existing_file.write_text("")
+    assert knn_script.main(["--output-dir", str(existing_file)]) == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert f"--output-dir {existing_file} is an existing file" in errors[0]
+
+
+def test_zero_grid_neighbors_skips_figure(knn_script, mock_cifar10, tmp_path, capfd):
+    output_dir = tmp_path / "evaluate"
+    arguments = ["--data-dir", str(mock_cifar10), "--output-dir", str(output_dir),
+                 "--subset", "1000000", "--grid-neighbors", "0"]
+    assert knn_script.main(arguments) == 0
+    assert (output_dir / "results.json").is_file()
+    assert not (output_dir / "neighbors.png").exists()
+    assert "--subset 1000000 is above the" in capfd.readouterr().err

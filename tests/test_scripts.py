@@ -117,10 +117,16 @@ def test_resumed_script_run_equals_uninterrupted(mock_cifar10, tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--learning-rate", "0"], "learning_rate must be a positive"),
+        (["--learning-rate", "0"], "--learning-rate must be greater than 0"),
         (["--epochs", "0"], "--epochs must be greater than 0"),
         (["--batch-size", "-2"], "--batch-size must be greater than 0"),
-        (["--momentum", "1.5"], "momentum must be in"),
+        (["--momentum", "1.5"], "--momentum must be in [0, 1)"),
+        (["--weight-decay", "-1"], "--weight-decay must be 0 or more"),
+        (["--l2", "inf"], "--l2 must be a finite number"),
+        (["--validation-size", "-1"], "--validation-size must be 0 or more"),
+        (["--seed", "99999999999999999999"], "--seed must be an integer from 0 to 4294967295"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295"),
+        (["--devices", "1000"], "--devices must be between 1 and the"),
     ],
 )
 def test_train_bad_settings_exit_2(tmp_path, capsys, flags, message):
@@ -144,3 +150,77 @@ def test_help_states_defaults(script, capsys):
         load_script(script).main(["--help"])
     assert exit_info.value.code == 0
     assert "default" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", ["train", "evaluate"])
+def test_output_dir_file_exits_2(tmp_path, capsys, script):
+    existing_file = tmp_path / "file"
+    existing_file.write_text("")
+    assert load_script(script).main(["--output-dir", str(existing_file)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert f"--output-dir {existing_file} is an existing file" in errors[0]
+
+
+def test_output_dir_uncreatable_exits_2(tmp_path, capsys):
+    existing_file = tmp_path / "file"
+    existing_file.write_text("")
+    assert load_script("train").main(["--output-dir", str(existing_file / "run")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert "--output-dir" in errors[0]
+    assert "cannot create the folder" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("templates.jpg", "must end in .png"),
+        ("folder.png", "is an existing folder"),
+        ("file/templates.png", "is an existing file"),
+    ],
+)
+def test_plot_output_checked_first(tmp_path, capsys, name, message):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("")
+    arguments = ["--checkpoint-dir", str(tmp_path / "none"), "--output", str(tmp_path / name)]
+    assert load_script("plot_templates").main(arguments) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert message in errors[0]
+
+
+@pytest.mark.parametrize("script", ["evaluate", "plot_templates"])
+def test_junk_checkpoint_folder_exits_2(tmp_path, capsys, script):
+    junk = tmp_path / "checkpoints" / "3"
+    junk.mkdir(parents=True)
+    (junk / "data").write_text("junk")
+    arguments = ["--checkpoint-dir", str(tmp_path / "checkpoints")]
+    if script == "evaluate":
+        arguments += ["--output-dir", str(tmp_path / "evaluation")]
+    else:
+        arguments += ["--output", str(tmp_path / "templates.png")]
+    assert load_script(script).main(arguments) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert f"{junk} is not a checkpoint" in errors[0]
+
+
+def test_resume_with_fewer_epochs_exits_2(mock_cifar10, tmp_path, capsys):
+    train = load_script("train")
+    assert train.main(train_arguments(mock_cifar10, tmp_path / "run", epochs=2)) == 0
+    metrics_before = (tmp_path / "run" / "metrics.json").read_text()
+    resumed = train_arguments(mock_cifar10, tmp_path / "run", epochs=1) + ["--resume"]
+    assert train.main(resumed) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert "pass --epochs 2 or more" in errors[0]
+    assert (tmp_path / "run" / "metrics.json").read_text() == metrics_before
+
+
+def test_huge_batch_size_trains_one_step(mock_cifar10, tmp_path):
+    arguments = train_arguments(mock_cifar10, tmp_path / "run", epochs=1)
+    arguments[arguments.index("--batch-size") + 1] = "1000000000"
+    assert load_script("train").main(arguments) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1
