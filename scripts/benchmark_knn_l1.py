@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     rows = [(name, tiled(kernel, query_tile, database_tile, transpose=transpose))
             for name, kernel, query_tile, database_tile, transpose in FORMULATIONS]
-    rows.append((f"library nearest_neighbors, k=10 (top-k included)",
+    rows.append(("library nearest_neighbors, k=10 (top-k included)",
                  lambda q, b: knn.nearest_neighbors(q, b, k=10, metric="l1")))
     for name, function in rows:
         times, result = time_call(function, (queries, database), args.repeats)

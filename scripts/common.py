@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+from collections.abc import Callable
 import os
 from pathlib import Path
 
@@ -130,3 +131,28 @@ def require_devices(count: int) -> None:
             f"--devices must be between 1 and the {available} devices available, got {count}; "
             "on CPU, simulate more with XLA_FLAGS=--xla_force_host_platform_device_count=N"
         )
+
+
+# Errors that mean invalid input or missing files: one log line, exit status 2.
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def run_script(
+    run: Callable[[argparse.Namespace], None],
+    args: argparse.Namespace,
+    logger: logging.Logger,
+) -> int:
+    """Set up logging, log the devices and call `run(args)`.
+
+    Returns:
+        The exit status: 0, or 2 after one log line when `run` raises one of
+        `INPUT_ERRORS`.
+    """
+    setup_logging(args.verbose)
+    log_devices(logger)
+    try:
+        run(args)
+    except INPUT_ERRORS as error:
+        logger.error("%s", error)
+        return 2
+    return 0

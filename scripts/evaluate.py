@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_checkpoint_arguments,
     add_data_arguments,
-    log_devices,
     prepare_output_dir,
     require_positive,
-    setup_logging,
+    run_script,
 )
 
 from jaxclf.checkpoint import read_metadata, restore_params  # noqa: E402
@@ -70,15 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate and write files; return 2 after one log line on invalid input."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    log_devices(logger)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    return 0
+    return run_script(run, build_parser().parse_args(argv), logger)
 
 
 def run(args: argparse.Namespace) -> None:

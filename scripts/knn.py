@@ -36,12 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_data_arguments,
     check_seed,
-    log_devices,
     prepare_output_dir,
     require_devices,
     require_non_negative,
     require_positive,
-    setup_logging,
+    run_script,
 )
 
 from jaxclf.data import CLASS_NAMES, load_cifar10  # noqa: E402
@@ -122,23 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen mode and write files; return 2 after one log line on invalid input."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    log_devices(logger)
-    try:
-        check_arguments(args)
-        args.mesh = device_mesh(args)
-        output_dir = prepare_output_dir(args.output_dir)
-        results = cross_validation(args, output_dir) if args.cross_validate else evaluation(
-            args, output_dir)
-    except (ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
+    return run_script(run, build_parser().parse_args(argv), logger)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Check the arguments, run the chosen mode and write results.json."""
+    check_arguments(args)
+    args.mesh = device_mesh(args)
+    output_dir = prepare_output_dir(args.output_dir)
+    if args.cross_validate:
+        results = cross_validation(args, output_dir)
+    else:
+        results = evaluation(args, output_dir)
 
     results.update(backend=jax.default_backend(), devices=[str(device) for device in jax.devices()])
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     logger.info("wrote %s", output_dir / "results.json")
-    return 0
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -15,7 +15,6 @@ Example:
 """
 
 import argparse
-import functools
 import statistics
 import sys
 import time

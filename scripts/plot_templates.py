@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_checkpoint_arguments, log_devices, prepare_output_file, setup_logging  # noqa: E402
+from common import add_checkpoint_arguments, prepare_output_file, run_script  # noqa: E402
 
 from jaxclf.checkpoint import read_metadata, restore_params  # noqa: E402
 from jaxclf.data import CLASS_NAMES  # noqa: E402
@@ -54,15 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Draw the templates; return 2 after one log line on invalid input."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    log_devices(logger)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    return 0
+    return run_script(run, build_parser().parse_args(argv), logger)
 
 
 def run(args: argparse.Namespace) -> None:

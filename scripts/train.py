@@ -34,12 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_data_arguments,
     check_seed,
-    log_devices,
     prepare_output_dir,
     require_devices,
     require_non_negative,
     require_positive,
-    setup_logging,
+    run_script,
 )
 
 from jaxclf.checkpoint import latest_epoch  # noqa: E402
@@ -137,15 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and write files; return 2 after one log line on invalid input."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    log_devices(logger)
-    try:
-        train(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        logger.error("%s", error)
-        return 2
-    return 0
+    return run_script(train, build_parser().parse_args(argv), logger)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
