@@ -49,7 +49,13 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_arguments, log_devices, prepare_output_dir, setup_logging  # noqa: E402
+from common import (  # noqa: E402
+    add_data_arguments,
+    check_seed,
+    log_devices,
+    prepare_output_dir,
+    setup_logging,
+)
 
 logger = logging.getLogger("benchmark")
 
@@ -160,6 +166,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--torch-l1-queries must be 1 or more, got {args.torch_l1_queries}")
     if args.threads is None or args.threads < 1:
         raise ValueError(f"--threads must be 1 or more, got {args.threads}")
+    check_seed(args.seed)
 
 
 def import_torch():

@@ -66,6 +66,8 @@ def test_missing_torch_exits_2(tmp_path):
         (["--repeats", "0"], "--repeats"),
         (["--torch-l1-queries", "-5"], "--torch-l1-queries"),
         (["--threads", "0"], "--threads"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**70)], "--seed"),
     ],
 )
 def test_invalid_argument_exits_2(tmp_path, arguments, named):
