@@ -27,10 +27,12 @@ import numpy as np
 from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jaxclf import _search
+
 DATA_AXIS = "data"
 QUERY_AXIS = "queries"
 
-# Index of a masked or missing neighbour. Its key is `knn._sentinel`, above
+# Index of a masked or missing neighbour. Its key is `_search._sentinel`, above
 # every real key, so a merge by key, then index, ranks it last.
 _INDEX_SENTINEL = np.iinfo(np.int32).max
 
@@ -211,8 +213,6 @@ def sharded_nearest_neighbors(
         first, replicated on every device of `mesh` so that every process can
         read them.
     """
-    from jaxclf import knn
-
     options = dict(
         k=k, metric=metric, mesh=mesh, memory_budget_bytes=memory_budget_bytes,
         candidate_pool_size=candidate_pool_size,
@@ -221,7 +221,7 @@ def sharded_nearest_neighbors(
         keys, indices = _stream_search_keys(queries, database, **options)
     else:
         keys, indices = _mesh_search_keys(queries, database, **options)
-    return knn._keys_to_distances(keys, metric), indices
+    return _search._keys_to_distances(keys, metric), indices
 
 
 def _split_axes(mesh: Mesh) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -286,22 +286,20 @@ def _mesh_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes
 )
 def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_database, local_k,
                      memory_budget_bytes, candidate_pool_size):
-    from jaxclf import knn
-
     query_axes, database_axes = _split_axes(mesh)
 
     def search_block(query_block, database_block):
         # Padding rows sit at the end of the database and number at most
         # local_k - k, unless local_k covers the whole shard. Either way the
         # shard's k best real rows are among the local_k rows found here.
-        keys, indices = knn._search_keys(
+        keys, indices = _search._search_keys(
             query_block, database_block, k=local_k, metric=metric,
             memory_budget_bytes=memory_budget_bytes, candidate_pool_size=candidate_pool_size,
         )
         shard = lax.axis_index(database_axes) if database_axes else jnp.int32(0)
         indices = indices + shard.astype(jnp.int32) * database_block.shape[0]
         is_padding = indices >= num_database
-        keys = jnp.where(is_padding, knn._sentinel(keys.dtype), keys)
+        keys = jnp.where(is_padding, _search._sentinel(keys.dtype), keys)
         indices = jnp.where(is_padding, _INDEX_SENTINEL, indices)
 
         if database_axes:
@@ -330,8 +328,6 @@ def _mesh_search_jit(queries, database, row_offset, *, k, metric, mesh, num_data
 def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_bytes,
                         candidate_pool_size=None):
     """Search a host `database`, such as a `np.memmap`, chunk by chunk with a running top-k."""
-    from jaxclf import knn
-
     num_database = database.shape[0]
     row_bytes = max(1, database[:1].nbytes)
     chunk_rows = max(1, memory_budget_bytes // row_bytes)
@@ -347,7 +343,7 @@ def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_byt
         chunk_k = min(k, chunk.shape[0])
 
         if mesh is None:
-            keys, indices = knn._search_keys(
+            keys, indices = _search._search_keys(
                 queries, jnp.asarray(chunk), k=chunk_k, metric=metric,
                 memory_budget_bytes=memory_budget_bytes, candidate_pool_size=candidate_pool_size,
             )
@@ -360,19 +356,17 @@ def _stream_search_keys(queries, database, *, k, metric, mesh, memory_budget_byt
             )
         keys, indices = _pad_top_k(keys, indices, k)
 
-        best = (keys, indices) if best is None else knn._merge_top_k(*best, keys, indices, k=k)
+        best = (keys, indices) if best is None else _search._merge_top_k(*best, keys, indices, k=k)
     return best
 
 
 def _pad_top_k(keys: jax.Array, indices: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """Widen a top-k list to `k` columns with entries that every merge ranks last."""
-    from jaxclf import knn
-
     missing = k - keys.shape[1]
     if missing == 0:
         return keys, indices
     shape = (keys.shape[0], missing)
-    keys = jnp.concatenate([keys, jnp.full(shape, knn._sentinel(keys.dtype))], axis=1)
+    keys = jnp.concatenate([keys, jnp.full(shape, _search._sentinel(keys.dtype))], axis=1)
     indices = jnp.concatenate([indices, jnp.full(shape, _INDEX_SENTINEL, jnp.int32)], axis=1)
     return keys, indices
 

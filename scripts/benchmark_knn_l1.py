@@ -29,7 +29,7 @@ from jax import lax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_data_arguments, log_devices, setup_logging  # noqa: E402
 
-from jaxclf import knn  # noqa: E402
+from jaxclf import _search, knn  # noqa: E402
 from jaxclf.data import flatten, load_cifar10  # noqa: E402
 
 logger = logging.getLogger("benchmark_knn_l1")
@@ -83,14 +83,14 @@ def feature_loop(dtype):
     """Add |q_f - b_f| feature by feature (a fori_loop) into a `[query_tile, database_tile]` total."""
 
     def kernel(queries_t, database_t):
-        return knn._direct_kernel(queries_t.astype(dtype), database_t.astype(dtype), "l1")
+        return _search._direct_kernel(queries_t.astype(dtype), database_t.astype(dtype), "l1")
 
     return kernel
 
 
 def int16_groups(queries_t, database_t):
     """Run the library kernel: int16 partial sums per 128 features, widened to int32."""
-    return knn._l1_int16_kernel(queries_t.astype(jnp.int16), database_t.astype(jnp.int16))
+    return _search._l1_int16_kernel(queries_t.astype(jnp.int16), database_t.astype(jnp.int16))
 
 
 FORMULATIONS = [

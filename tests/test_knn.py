@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import KNeighborsClassifier
 
-from jaxclf import knn
+from jaxclf import _search, knn
 
 SKLEARN_METRIC = {"l1": "manhattan", "l2": "euclidean"}
 SCIPY_METRIC = {"l1": "cityblock", "l2": "euclidean", "sqeuclidean": "sqeuclidean"}
@@ -293,22 +293,24 @@ def test_chunk_top_k_merges_to_whole_search():
         chunk_keys, chunk_indices = knn._chunk_top_k(
             queries, database[start:stop], start, k=20, metric="l2"
         )
-        keys, indices = knn._merge_top_k(keys, indices, chunk_keys, chunk_indices, k=20)
+        keys, indices = _search._merge_top_k(keys, indices, chunk_keys, chunk_indices, k=20)
 
     np.testing.assert_array_equal(indices, expected[1])
-    np.testing.assert_array_equal(knn._keys_to_distances(keys, "l2"), expected[0])
+    np.testing.assert_array_equal(_search._keys_to_distances(keys, "l2"), expected[0])
 
 
 def test_certificate_fallback_is_exact(pixel_data):
     queries, database, _ = pixel_data
     query_chunks = jnp.asarray(queries)[None]
-    pool_scores, pool_indices = knn._candidate_pools(
+    pool_scores, pool_indices = _search._candidate_pools(
         query_chunks, jnp.asarray(database), database_chunk=256, pool_size=1
     )
-    keys, _ = knn._rerank(query_chunks[0], jnp.asarray(database), pool_indices[0], k=1, group=8)
-    max_norm = jnp.sqrt(jnp.max(knn._squared_norms(jnp.asarray(database))).astype(jnp.float32))
-    certified = knn._certify(query_chunks[0], keys[:, 0], pool_scores[0, :, -1], max_norm,
-                             num_features=3072, pool_covers_database=False)
+    keys, _ = _search._rerank(
+        query_chunks[0], jnp.asarray(database), pool_indices[0], k=1, group=8
+    )
+    max_norm = jnp.sqrt(jnp.max(_search._squared_norms(jnp.asarray(database))).astype(jnp.float32))
+    certified = _search._certify(query_chunks[0], keys[:, 0], pool_scores[0, :, -1], max_norm,
+                                 num_features=3072, pool_covers_database=False)
     assert not bool(jnp.all(certified)), "a pool of 1 should leave some queries uncertified"
 
     _, expected_indices = brute_force(queries, database, "l2", 1)
@@ -344,10 +346,10 @@ def test_jit_matches_eager(pixel_data):
 def test_second_call_does_not_recompile(pixel_data):
     queries, database, labels = pixel_data
     knn.predict(queries, database, labels, k=3, metric="l1")
-    cache_size = knn._search_jit._cache_size()
+    cache_size = _search._search_jit._cache_size()
 
     knn.predict(queries + 1, database, labels, k=3, metric="l1")
-    assert knn._search_jit._cache_size() == cache_size
+    assert _search._search_jit._cache_size() == cache_size
 
 
 def test_vote_ties_go_to_smallest_label():
@@ -431,7 +433,7 @@ def test_bad_input_raises_before_compiling(name, change, message):
         memory_budget_bytes=knn.DEFAULT_MEMORY_BUDGET_BYTES,
     )
     arguments.update(change)
-    cache_size = knn._search_jit._cache_size()
+    cache_size = _search._search_jit._cache_size()
 
     with pytest.raises(ValueError, match=message):
         knn.predict(
@@ -439,7 +441,7 @@ def test_bad_input_raises_before_compiling(name, change, message):
             metric=arguments["metric"], weights=arguments["weights"],
             memory_budget_bytes=arguments["memory_budget_bytes"],
         )
-    assert knn._search_jit._cache_size() == cache_size, name
+    assert _search._search_jit._cache_size() == cache_size, name
 
 
 @pytest.mark.real_data
@@ -465,16 +467,16 @@ def test_gemm_scores_within_error_bound(kind):
         queries = rng.standard_normal((16, 3072)).astype(np.float32)
         database = rng.standard_normal((600, 3072)).astype(np.float32)
 
-    scores, indices = knn._candidate_pools(
+    scores, indices = _search._candidate_pools(
         jnp.asarray(queries)[None], jnp.asarray(database), database_chunk=256, pool_size=600
     )
     as_float64 = queries.astype(np.float64), database.astype(np.float64)
     exact = np.sum(as_float64[1] ** 2, axis=1)[None, :] - 2 * as_float64[0] @ as_float64[1].T
     exact = np.take_along_axis(exact, np.asarray(indices[0]), axis=1)
 
-    database_norms = knn._squared_norms(jnp.asarray(database))
+    database_norms = _search._squared_norms(jnp.asarray(database))
     max_norm = jnp.sqrt(jnp.max(database_norms).astype(jnp.float32))
-    eps = knn._score_error_bound(knn._squared_norms(jnp.asarray(queries)), max_norm,
-                                 num_features=3072)
+    eps = _search._score_error_bound(_search._squared_norms(jnp.asarray(queries)), max_norm,
+                                     num_features=3072)
     error = np.abs(np.asarray(scores[0], np.float64) - exact)
     assert np.all(error <= np.asarray(eps)[:, None]), f"max error / eps {np.max(error / eps[:, None])}"

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxclf import knn, sharding
+from jaxclf import _search, knn, sharding
 from multihost_worker import knn_inputs
 from sharding_device_checks import float64_brute_force
 
@@ -190,13 +190,13 @@ def test_memmap_database_streams_in_chunks(tmp_path, monkeypatch, metric):
     database_memmap = np.load(tmp_path / "database.npy", mmap_mode="r")
 
     streamed_chunks = []
-    original_search = knn._search_keys
+    original_search = _search._search_keys
 
     def recording_search(queries, database, **options):
         streamed_chunks.append(database.shape[0])
         return original_search(queries, database, **options)
 
-    monkeypatch.setattr(knn, "_search_keys", recording_search)
+    monkeypatch.setattr(_search, "_search_keys", recording_search)
     # 48 bytes per row, so chunks of 40 rows: fewer than k, and a partial last one.
     distances, indices = knn.nearest_neighbors(
         queries, database_memmap, k=45, metric=metric, memory_budget_bytes=40 * 48
