@@ -1,9 +1,10 @@
 """Save and restore a train state with orbax, one checkpoint per epoch.
 
-A checkpoint folder contains one subfolder per saved epoch (`<directory>/<epoch>/`,
-orbax's step numbering) with two items: `state`, the train state's arrays
-(step, params and optimiser state), and `metadata`, a JSON object with the
-epoch, the run's configuration and its metric history. Saving is
+A checkpoint folder contains one subfolder per saved epoch
+(`<directory>/<epoch>/`, orbax's step numbering) with two items. `state`
+holds the train state's arrays (step, params and optimiser state).
+`metadata` is a JSON object with the epoch, the run's configuration and its
+metric history. Saving is
 synchronous, so a checkpoint is complete on disk when `save_checkpoint`
 returns.
 

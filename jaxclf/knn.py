@@ -8,7 +8,7 @@ identical to a float64 brute-force search: equal distances order by lower
 database index, on every chunk size and memory budget, and uint8
 subtraction never wraps. Float arrays whose values are all integers in
 `0..255` take the same path, and so do integer arrays of other dtypes whose
-values all lie in `0..255`; any other integers are rejected, since float32
+values all lie in `0..255`. Other integers are rejected, because float32
 cannot hold them all exactly. Those checks run on the host, so under
 `jax.jit`, where the values are unknown, integer inputs must be uint8. bool
 and complex inputs are rejected.

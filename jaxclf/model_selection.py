@@ -1,9 +1,9 @@
 """Validation splits and k-fold cross-validation of kNN's k and metric.
 
 Cross-validation runs one exact top-`max(ks)` search per fold and metric and
-derives every smaller k from its prefix, because the k nearest neighbours
-are the first k of the `max(ks)` nearest (ties included, since the search
-orders equal distances by index).
+derives every smaller k from its prefix. That is exact because the k nearest
+neighbours are the first k of the `max(ks)` nearest, ties included: the
+search orders equal distances by index.
 """
 
 from collections.abc import Callable, Sequence

@@ -204,8 +204,8 @@ def sharded_nearest_neighbors(
     `mesh`, or on the default device when `mesh` is None, and merged into a
     running top-k on the devices.
 
-    Arguments are checked by `nearest_neighbors`, which calls this function;
-    `memory_budget_bytes` bounds the distance blocks on each device and
+    `nearest_neighbors`, which calls this function, checks the arguments.
+    `memory_budget_bytes` bounds the distance blocks on each device, and
     `candidate_pool_size` is passed on to the single-device search.
 
     Returns:

@@ -162,7 +162,7 @@ def test_shuffle_is_permutation(num_examples):
 
 def test_shuffle_spreads_positions_evenly():
     # Over 2000 keys, each of 10 examples should land at each position about
-    # 200 times; a binomial count stays within 200 +- 60 with probability
+    # 200 times. A binomial count stays within 200 +- 60 with probability
     # above 1 - 1e-5 per cell.
     keys = jax.random.split(jax.random.key(0), 2000)
     orders = np.asarray(jax.jit(jax.vmap(lambda key: training._permutation(key, 10)))(keys))
